@@ -1,0 +1,42 @@
+//! The allocation-free protocol engine of p2p-blocks.
+//!
+//! Everything here is sans-IO: the caller feeds received bytes and the current time in, and
+//! polls bytes out. Nothing reads a clock or a socket, nothing allocates, and every capacity is
+//! in a type. The same code runs in firmware, in `host-sim` and behind `p2p-fetch`.
+//!
+//! - [`wire`]: the ten messages, their typed representations, parse and emit.
+//! - [`geometry`]: the block size rule and byte spans of block ranges.
+//! - [`ranges`]: sorted, coalesced sets of inclusive block ranges and their text form.
+//! - [`store`]: where served bytes come from.
+//! - [`server`]: the server session, one per connection.
+//! - [`client`]: the client session, one per connection.
+//! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
+//!
+//! `PROTOCOL.md` at the repository root is the specification this crate implements.
+#![no_std]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod client;
+pub mod geometry;
+pub mod ranges;
+pub mod server;
+pub mod store;
+pub mod time;
+pub mod wire;
+
+/// The TCP port the protocol is served on unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 8888;
+
+pub use geometry::Geometry;
+pub use ranges::{BlockRange, BlockRanges};
+pub use store::{BlockStore, SliceStore, StoreError};
+pub use time::{Duration, Instant};
+pub use wire::{MessageType, PeerAddr, Request};

@@ -1,0 +1,692 @@
+//! The server session: one per connection, sans-IO.
+//!
+//! The caller hands it received bytes ([`ServerSession::receive`]) and transmit space
+//! ([`ServerSession::transmit`]), with the current time, and asks it when to close
+//! ([`ServerSession::close_reason`]) and when it next needs attention
+//! ([`ServerSession::poll_at`]). Requests are answered in order; block data is read from the
+//! [`BlockStore`] straight into the transmit space, in pieces as large as that space, so a
+//! 4 GiB response needs no more memory than a 1 KiB one.
+
+use crate::geometry::Geometry;
+use crate::ranges::BlockRange;
+use crate::store::BlockStore;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    MAX_LIST_COUNT, MAX_REASON_LEN, Parsed, PeerAddr, Reason, Request, ResponseHeader, WireError,
+    emit_range_entry,
+};
+use core::fmt::{self, Write as _};
+
+/// How many received requests may wait for their answer; further input is left unread (and
+/// so held back by TCP flow control) until answers go out.
+pub const PIPELINE_DEPTH: usize = 8;
+
+/// The idle time after which a server closes a connection that makes no progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response's type byte, reason text and NUL: the most a session stages at once.
+const STAGE_LEN: usize = 1 + MAX_REASON_LEN + 1;
+
+/// What every session of a server shares.
+#[derive(Clone, Copy)]
+pub struct ServerConfig<'a> {
+    pub store: &'a dyn BlockStore,
+    /// The peers listed in a Peer List Response (the first 32767 of them).
+    pub peers: &'a [PeerAddr],
+    /// A connection on which nothing progresses for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl<'a> ServerConfig<'a> {
+    pub fn new(store: &'a dyn BlockStore, peers: &'a [PeerAddr]) -> Self {
+        Self {
+            store,
+            peers,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Why a Block Request was answered with a Block Response Failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refusal {
+    /// `start > end`.
+    Reversed,
+    /// `end` is not a block of the file; `block_count` blocks exist.
+    BeyondFile { block_count: u32 },
+    /// Some block of the range is not held here.
+    NotHeld,
+}
+
+/// What a session saw, for the caller's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SessionEvent {
+    /// A request that will be answered with success.
+    Accepted(Request),
+    /// A Block Request that will be answered with a Block Response Failure.
+    Refused { request: Request, refusal: Refusal },
+    /// Input that is not a request: an Error will be sent and the connection closed.
+    ProtocolError(WireError),
+}
+
+/// Why a session wants its connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CloseReason {
+    /// The peer sent something that is not a request; the Error has been sent.
+    ProtocolError,
+    /// Nothing progressed for the idle timeout.
+    IdleTimeout,
+    /// The store failed in the middle of a response.
+    StoreFailed,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ProtocolError => "protocol error",
+            Self::IdleTimeout => "idle timeout",
+            Self::StoreFailed => "reading the served file failed",
+        })
+    }
+}
+
+/// An answer waiting its turn.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Success(Request),
+    Failure {
+        start: u16,
+        end: u16,
+        refusal: Refusal,
+    },
+    Error(WireError),
+}
+
+/// What remains of the answer being sent, after its staged bytes.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Done,
+    Peers { next: u16, count: u16 },
+    Ranges { next: u16, count: u16 },
+    Data { offset: u32, remaining: u32 },
+}
+
+/// One connection's server side.
+pub struct ServerSession<'a> {
+    config: ServerConfig<'a>,
+    geometry: Geometry,
+    /// The front of a request that has not fully arrived.
+    partial: heapless::Vec<u8, { Request::MAX_LEN }>,
+    pending: heapless::Deque<Answer, PIPELINE_DEPTH>,
+    /// Bytes of the current answer ready to go out, sent from `staged_sent` on.
+    staged: heapless::Vec<u8, STAGE_LEN>,
+    staged_sent: usize,
+    body: Body,
+    /// Set once an Error is queued: input is discarded and the connection closes after it.
+    error_queued: bool,
+    failed: Option<CloseReason>,
+    last_progress: Instant,
+}
+
+impl<'a> ServerSession<'a> {
+    pub fn new(config: ServerConfig<'a>, now: Instant) -> Self {
+        Self {
+            geometry: Geometry::new(config.store.file_size()),
+            config,
+            partial: heapless::Vec::new(),
+            pending: heapless::Deque::new(),
+            staged: heapless::Vec::new(),
+            staged_sent: 0,
+            body: Body::Done,
+            error_queued: false,
+            failed: None,
+            last_progress: now,
+        }
+    }
+
+    /// Takes received bytes; returns how many it consumed. It stops early only when
+    /// [`PIPELINE_DEPTH`] answers are waiting: offer the rest again after transmitting.
+    pub fn receive(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        on_event: &mut dyn FnMut(SessionEvent),
+    ) -> usize {
+        if self.error_queued || self.failed.is_some() {
+            return input.len();
+        }
+        let mut consumed = 0;
+        for &byte in input {
+            if self.pending.is_full() {
+                break;
+            }
+            consumed += 1;
+            if self.partial.push(byte).is_err() {
+                // Unreachable: every request is complete at MAX_LEN bytes.
+                self.partial.clear();
+            }
+            match Request::parse(&self.partial) {
+                Ok(Parsed::Incomplete) => continue,
+                Ok(Parsed::Complete { value, .. }) => {
+                    self.partial.clear();
+                    self.last_progress = now;
+                    let answer = self.judge(value);
+                    on_event(match answer {
+                        Answer::Failure { refusal, .. } => SessionEvent::Refused {
+                            request: value,
+                            refusal,
+                        },
+                        _ => SessionEvent::Accepted(value),
+                    });
+                    self.queue(answer);
+                }
+                Err(error) => {
+                    self.partial.clear();
+                    on_event(SessionEvent::ProtocolError(error));
+                    self.queue(Answer::Error(error));
+                    self.error_queued = true;
+                    return input.len();
+                }
+            }
+        }
+        consumed
+    }
+
+    /// Writes as much of the pending answers as fits into `out`; returns the bytes written.
+    pub fn transmit(&mut self, out: &mut [u8], now: Instant) -> usize {
+        let mut written = 0;
+        while self.failed.is_none() {
+            let space = out.get_mut(written..).unwrap_or_default();
+            if space.is_empty() {
+                break;
+            }
+            if let Some(unsent) = self
+                .staged
+                .get(self.staged_sent..)
+                .filter(|s| !s.is_empty())
+            {
+                let len = unsent.len().min(space.len());
+                if let (Some(dst), Some(src)) = (space.get_mut(..len), unsent.get(..len)) {
+                    dst.copy_from_slice(src);
+                }
+                self.staged_sent += len;
+                written += len;
+                continue;
+            }
+            match self.body {
+                Body::Peers { next, count } if next < count => {
+                    self.body = Body::Peers {
+                        next: next + 1,
+                        count,
+                    };
+                    if let Some(peer) = self.config.peers.get(usize::from(next)) {
+                        self.stage_with(|buf| peer.emit(buf));
+                    }
+                }
+                Body::Ranges { next, count } if next < count => {
+                    self.body = Body::Ranges {
+                        next: next + 1,
+                        count,
+                    };
+                    if let Some(&range) = self.config.store.held().get(usize::from(next)) {
+                        self.stage_with(|buf| emit_range_entry(range, buf));
+                    }
+                }
+                Body::Data { offset, remaining } if remaining > 0 => {
+                    let len = space.len().min(remaining as usize);
+                    let Some(chunk) = space.get_mut(..len) else {
+                        break;
+                    };
+                    if self.config.store.read_at(offset, chunk).is_err() {
+                        self.failed = Some(CloseReason::StoreFailed);
+                        break;
+                    }
+                    // len <= remaining, a u32.
+                    let len32 = len as u32;
+                    self.body = Body::Data {
+                        offset: offset + len32,
+                        remaining: remaining - len32,
+                    };
+                    written += len;
+                }
+                _ => match self.pending.pop_front() {
+                    Some(answer) => self.start(answer),
+                    None => break,
+                },
+            }
+        }
+        if written > 0 {
+            self.last_progress = now;
+        }
+        written
+    }
+
+    /// Whether [`transmit`](Self::transmit) has bytes to write.
+    pub fn wants_transmit(&self) -> bool {
+        self.failed.is_none()
+            && (self.staged_sent < self.staged.len()
+                || !self.pending.is_empty()
+                || match self.body {
+                    Body::Done => false,
+                    Body::Peers { next, count } | Body::Ranges { next, count } => next < count,
+                    Body::Data { remaining, .. } => remaining > 0,
+                })
+    }
+
+    /// Whether the session has room for more requests.
+    pub fn wants_receive(&self) -> bool {
+        !self.error_queued && self.failed.is_none() && !self.pending.is_full()
+    }
+
+    /// `Some` once the connection should be closed: after an Error has gone out, after a store
+    /// failure, or once nothing has progressed for the idle timeout. Send what was written
+    /// before closing.
+    pub fn close_reason(&mut self, now: Instant) -> Option<CloseReason> {
+        if self.failed.is_none() {
+            if self.error_queued && !self.wants_transmit() {
+                self.failed = Some(CloseReason::ProtocolError);
+            } else if now >= self.idle_deadline() {
+                self.failed = Some(CloseReason::IdleTimeout);
+            }
+        }
+        self.failed
+    }
+
+    /// When the session must be asked again even if no bytes move: its idle deadline.
+    pub fn poll_at(&self) -> Option<Instant> {
+        match self.failed {
+            Some(_) => None,
+            None => Some(self.idle_deadline()),
+        }
+    }
+
+    fn idle_deadline(&self) -> Instant {
+        self.last_progress + self.config.idle_timeout
+    }
+
+    fn queue(&mut self, answer: Answer) {
+        // Callers check for room first; a full queue would mean a lost answer, so fail loudly
+        // on the wire rather than silently.
+        if self.pending.push_back(answer).is_err() {
+            self.failed = Some(CloseReason::ProtocolError);
+        }
+    }
+
+    fn judge(&self, request: Request) -> Answer {
+        let Request::Block { start, end } = request else {
+            return Answer::Success(request);
+        };
+        let refusal = match BlockRange::new(start, end) {
+            None => Refusal::Reversed,
+            Some(range) if !self.geometry.contains(range) => Refusal::BeyondFile {
+                block_count: self.geometry.block_count(),
+            },
+            Some(range)
+                if !self
+                    .config
+                    .store
+                    .held()
+                    .iter()
+                    .any(|held| held.covers(range)) =>
+            {
+                Refusal::NotHeld
+            }
+            Some(_) => return Answer::Success(request),
+        };
+        Answer::Failure {
+            start,
+            end,
+            refusal,
+        }
+    }
+
+    fn start(&mut self, answer: Answer) {
+        self.body = Body::Done;
+        match answer {
+            Answer::Success(Request::PeerList) => {
+                let count = list_count(self.config.peers.len());
+                self.stage_with(|buf| ResponseHeader::PeerList { count }.emit(buf));
+                self.body = Body::Peers { next: 0, count };
+            }
+            Answer::Success(Request::BlockList) => {
+                let count = list_count(self.config.store.held().len());
+                self.stage_with(|buf| ResponseHeader::BlockList { count }.emit(buf));
+                self.body = Body::Ranges { next: 0, count };
+            }
+            Answer::Success(Request::FileSize) => {
+                let size = self.geometry.file_size();
+                self.stage_with(|buf| ResponseHeader::FileSize(size).emit(buf));
+            }
+            Answer::Success(Request::Block { start, end }) => {
+                let span = BlockRange::new(start, end).and_then(|r| self.geometry.span(r));
+                match span {
+                    Some(span) => {
+                        self.stage_with(|buf| ResponseHeader::BlockSuccess.emit(buf));
+                        self.body = Body::Data {
+                            offset: span.offset,
+                            remaining: span.len,
+                        };
+                    }
+                    // judge() accepted only ranges inside the file.
+                    None => self.failed = Some(CloseReason::StoreFailed),
+                }
+            }
+            Answer::Failure {
+                start,
+                end,
+                refusal,
+            } => {
+                let mut text = heapless::String::<96>::new();
+                let _ = write_refusal(&mut text, start, end, refusal);
+                self.stage_reason(&text, false);
+            }
+            Answer::Error(error) => {
+                let mut text = heapless::String::<96>::new();
+                let _ = write!(text, "{error}; closing the connection");
+                self.stage_reason(&text, true);
+            }
+        }
+    }
+
+    /// Stages a Block Response Failure, or with `error` an Error, carrying `text`.
+    fn stage_reason(&mut self, text: &str, error: bool) {
+        let reason = Reason::new(text).unwrap_or(Reason::fixed("request refused"));
+        let header = if error {
+            ResponseHeader::Error(reason)
+        } else {
+            ResponseHeader::BlockFailure(reason)
+        };
+        self.stage_with(|buf| header.emit(buf));
+    }
+
+    /// Replaces the staged bytes with what `emit` writes.
+    fn stage_with(&mut self, emit: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) {
+        let mut buf = [0u8; STAGE_LEN];
+        let len = emit(&mut buf).unwrap_or(0);
+        self.staged.clear();
+        let _ = self
+            .staged
+            .extend_from_slice(buf.get(..len).unwrap_or_default());
+        self.staged_sent = 0;
+    }
+}
+
+fn list_count(len: usize) -> u16 {
+    u16::try_from(len).unwrap_or(u16::MAX).min(MAX_LIST_COUNT)
+}
+
+fn write_refusal(out: &mut impl fmt::Write, start: u16, end: u16, refusal: Refusal) -> fmt::Result {
+    match refusal {
+        Refusal::Reversed => write!(out, "start block {start} is after end block {end}"),
+        Refusal::BeyondFile { block_count: 0 } => out.write_str("the file is empty: no blocks"),
+        Refusal::BeyondFile { block_count } => write!(
+            out,
+            "block {end} is beyond the last block {}",
+            block_count - 1
+        ),
+        Refusal::NotHeld => write!(out, "blocks {start}-{end} are not all held here"),
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Reversed => "start after end",
+            Self::BeyondFile { .. } => "beyond the file",
+            Self::NotHeld => "not held",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::ranges::BlockRanges;
+    use crate::store::SliceStore;
+    use std::vec::Vec;
+
+    const PEERS: [PeerAddr; 2] = [
+        PeerAddr::new([10, 0, 0, 3], 8888),
+        PeerAddr::new([10, 0, 0, 4], 9000),
+    ];
+
+    fn file() -> Vec<u8> {
+        (0..2500u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// Feeds `input` and collects everything the session sends through `chunk`-byte windows.
+    fn exchange(session: &mut ServerSession<'_>, input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut output = Vec::new();
+        let mut offered = 0;
+        loop {
+            offered += session.receive(&input[offered..], t(0), &mut |_| {});
+            let mut out = std::vec![0u8; chunk];
+            let len = session.transmit(&mut out, t(0));
+            output.extend_from_slice(&out[..len]);
+            if len == 0 && offered == input.len() {
+                return output;
+            }
+        }
+    }
+
+    fn answer(store: &dyn BlockStore, input: &[u8]) -> Vec<u8> {
+        let mut session = ServerSession::new(ServerConfig::new(store, &PEERS), t(0));
+        exchange(&mut session, input, 4096)
+    }
+
+    #[test]
+    fn answers_every_request_as_in_protocol_md() {
+        let data = file();
+        let held: BlockRanges<4> = "0-1".parse().unwrap();
+        let store = SliceStore::with_held(&data, held).unwrap();
+        assert_eq!(
+            answer(&store, &[0x00]),
+            [
+                0x01, 0x00, 0x02, 0x0a, 0x00, 0x00, 0x03, 0x22, 0xb8, 0x0a, 0x00, 0x00, 0x04, 0x23,
+                0x28
+            ]
+        );
+        assert_eq!(
+            answer(&store, &[0x02]),
+            [0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01]
+        );
+        assert_eq!(answer(&store, &[0x07]), [0x08, 0x00, 0x00, 0x09, 0xc4]);
+        let mut expected = std::vec![0x05];
+        expected.extend_from_slice(&data[1024..2048]);
+        assert_eq!(answer(&store, &[0x04, 0x00, 0x01, 0x00, 0x01]), expected);
+        assert_eq!(
+            answer(&store, &[0x04, 0x00, 0x01, 0x00, 0x02]),
+            b"\x06blocks 1-2 are not all held here\0"
+        );
+    }
+
+    #[test]
+    fn last_block_is_sent_at_its_true_length() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut expected = std::vec![0x05];
+        expected.extend_from_slice(&data);
+        assert_eq!(answer(&store, &[0x04, 0x00, 0x00, 0x00, 0x02]), expected);
+        assert_eq!(
+            answer(&store, &[0x04, 0x00, 0x02, 0x00, 0x02]).len(),
+            1 + 452
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_problem_and_keep_the_connection() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut session = ServerSession::new(ServerConfig::new(&store, &[]), t(0));
+        let out = exchange(&mut session, &[0x04, 0x00, 0x02, 0x00, 0x01], 64);
+        assert_eq!(out, b"\x06start block 2 is after end block 1\0");
+        let out = exchange(&mut session, &[0x04, 0x00, 0x00, 0x00, 0x03], 64);
+        assert_eq!(out, b"\x06block 3 is beyond the last block 2\0");
+        assert_eq!(session.close_reason(t(1)), None);
+        assert_eq!(
+            exchange(&mut session, &[0x07], 64),
+            [0x08, 0x00, 0x00, 0x09, 0xc4]
+        );
+        let empty = SliceStore::<1>::new(&[]).unwrap();
+        assert_eq!(
+            answer(&empty, &[0x04, 0x00, 0x00, 0x00, 0x00]),
+            b"\x06the file is empty: no blocks\0"
+        );
+        assert_eq!(answer(&empty, &[0x02]), [0x03, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn unknown_type_gets_an_error_after_earlier_answers_then_close() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut session = ServerSession::new(ServerConfig::new(&store, &[]), t(0));
+        let mut events = Vec::new();
+        let input = [0x07, 0x42, 0x07];
+        assert_eq!(session.receive(&input, t(0), &mut |e| events.push(e)), 3);
+        assert_eq!(
+            events,
+            [
+                SessionEvent::Accepted(Request::FileSize),
+                SessionEvent::ProtocolError(WireError::UnknownType(0x42))
+            ]
+        );
+        assert_eq!(
+            session.close_reason(t(0)),
+            None,
+            "the error is not sent yet"
+        );
+        let mut out = [0u8; 256];
+        let len = session.transmit(&mut out, t(0));
+        let mut expected = std::vec![0x08, 0x00, 0x00, 0x09, 0xc4, 0x7f];
+        expected.extend_from_slice(b"unknown message type 0x42; closing the connection\0");
+        assert_eq!(&out[..len], expected);
+        assert_eq!(session.close_reason(t(0)), Some(CloseReason::ProtocolError));
+        // Nothing after the bad byte is answered.
+        assert_eq!(session.receive(&[0x07], t(0), &mut |_| {}), 1);
+        assert!(!session.wants_transmit());
+    }
+
+    #[test]
+    fn a_response_type_sent_to_a_server_is_an_error() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut expected = std::vec![0x7f];
+        expected.extend_from_slice(
+            b"unexpected message type 0x05 (Block Response Success); closing the connection\0",
+        );
+        assert_eq!(answer(&store, &[0x05]), expected);
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_through_tiny_windows() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut input = Vec::new();
+        let mut expected = Vec::new();
+        for round in 0..20u16 {
+            let block = round % 3;
+            input.extend_from_slice(&[0x04, 0, block as u8, 0, block as u8]);
+            expected.push(0x05);
+            let start = usize::from(block) * 1024;
+            expected.extend_from_slice(&data[start..(start + 1024).min(data.len())]);
+            input.push(0x07);
+            expected.extend_from_slice(&[0x08, 0x00, 0x00, 0x09, 0xc4]);
+        }
+        for window in [1, 2, 7, 1000] {
+            let mut session = ServerSession::new(ServerConfig::new(&store, &[]), t(0));
+            assert_eq!(exchange(&mut session, &input, window), expected);
+        }
+    }
+
+    #[test]
+    fn backpressure_stops_reading_when_the_pipeline_is_full() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut session = ServerSession::new(ServerConfig::new(&store, &[]), t(0));
+        let input = [0x07; 20];
+        assert_eq!(session.receive(&input, t(0), &mut |_| {}), PIPELINE_DEPTH);
+        assert!(!session.wants_receive());
+        let mut out = [0u8; 5];
+        assert_eq!(session.transmit(&mut out, t(0)), 5);
+        assert!(session.wants_receive());
+        assert_eq!(
+            session.receive(&input[PIPELINE_DEPTH..], t(0), &mut |_| {}),
+            1
+        );
+    }
+
+    #[test]
+    fn idle_connections_close_and_progress_resets_the_clock() {
+        let data = file();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut config = ServerConfig::new(&store, &[]);
+        config.idle_timeout = Duration::from_millis(100);
+        let mut session = ServerSession::new(config, t(0));
+        assert_eq!(session.poll_at(), Some(t(100)));
+        assert_eq!(session.receive(&[0x04, 0x00], t(90), &mut |_| {}), 2);
+        assert_eq!(session.close_reason(t(99)), None);
+        // Half a request is not progress.
+        assert_eq!(session.close_reason(t(100)), Some(CloseReason::IdleTimeout));
+
+        let mut session = ServerSession::new(config, t(0));
+        session.receive(&[0x07], t(50), &mut |_| {});
+        assert_eq!(session.poll_at(), Some(t(150)));
+        // An answer nobody reads is not progress either.
+        assert_eq!(session.close_reason(t(150)), Some(CloseReason::IdleTimeout));
+        assert_eq!(session.poll_at(), None);
+    }
+
+    #[test]
+    fn a_store_failure_closes_the_connection() {
+        struct Broken;
+        impl BlockStore for Broken {
+            fn file_size(&self) -> u32 {
+                4096
+            }
+            fn held(&self) -> &[BlockRange] {
+                const HELD: [BlockRange; 1] = [BlockRange::single(0)];
+                &HELD
+            }
+            fn read_at(&self, _: u32, _: &mut [u8]) -> Result<(), crate::store::StoreError> {
+                Err(crate::store::StoreError)
+            }
+        }
+        let mut session = ServerSession::new(ServerConfig::new(&Broken, &[]), t(0));
+        session.receive(&[0x04, 0, 0, 0, 0], t(0), &mut |_| {});
+        let mut out = [0u8; 64];
+        assert_eq!(
+            session.transmit(&mut out, t(0)),
+            1,
+            "only the type byte went out"
+        );
+        assert_eq!(session.close_reason(t(0)), Some(CloseReason::StoreFailed));
+    }
+
+    #[test]
+    fn every_fixed_reason_is_valid() {
+        let refusals = [
+            (0, 0, Refusal::Reversed),
+            (65535, 65535, Refusal::BeyondFile { block_count: 65536 }),
+            (65535, 65535, Refusal::BeyondFile { block_count: 0 }),
+            (0, 65535, Refusal::NotHeld),
+        ];
+        for (start, end, refusal) in refusals {
+            let mut text = heapless::String::<96>::new();
+            write_refusal(&mut text, start, end, refusal).unwrap();
+            assert!(Reason::new(&text).is_ok());
+        }
+        let mut text = heapless::String::<96>::new();
+        let worst = WireError::UnexpectedType(crate::wire::MessageType::BlockResponseSuccess);
+        write!(text, "{worst}; closing the connection").unwrap();
+        assert!(Reason::new(&text).is_ok());
+        assert!(Reason::new(Reason::fixed("request refused").as_str()).is_ok());
+    }
+}

@@ -1,0 +1,156 @@
+//! The fixed front of each response; list entries and block data follow it.
+
+use super::{MessageType, Reason, WireError, field, put};
+use crate::ranges::BlockRange;
+
+/// Bytes of one Block List Response entry: start and end block numbers.
+pub const RANGE_ENTRY_LEN: usize = 4;
+
+/// Everything of a response before its list entries or block data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ResponseHeader<'a> {
+    /// Followed by `count` 6-byte [`PeerAddr`](super::PeerAddr) entries.
+    PeerList {
+        count: u16,
+    },
+    /// Followed by `count` 4-byte range entries.
+    BlockList {
+        count: u16,
+    },
+    /// Followed by the bytes of the requested blocks; their length is known from the request
+    /// and the file size, not sent.
+    BlockSuccess,
+    BlockFailure(Reason<'a>),
+    FileSize(u32),
+    Error(Reason<'a>),
+}
+
+impl ResponseHeader<'_> {
+    pub const fn message_type(&self) -> MessageType {
+        match self {
+            Self::PeerList { .. } => MessageType::PeerListResponse,
+            Self::BlockList { .. } => MessageType::BlockListResponse,
+            Self::BlockSuccess => MessageType::BlockResponseSuccess,
+            Self::BlockFailure(_) => MessageType::BlockResponseFailure,
+            Self::FileSize(_) => MessageType::FileSizeResponse,
+            Self::Error(_) => MessageType::Error,
+        }
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        match self {
+            Self::PeerList { .. } | Self::BlockList { .. } => field::LIST_COUNT.end,
+            Self::BlockSuccess => 1,
+            Self::BlockFailure(reason) | Self::Error(reason) => field::REASON + reason.wire_len(),
+            Self::FileSize(_) => field::FILE_SIZE.end,
+        }
+    }
+
+    pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
+        if out.len() < self.buffer_len() {
+            return Err(WireError::BufferTooSmall);
+        }
+        let type_byte = self.message_type() as u8;
+        match *self {
+            Self::PeerList { count } | Self::BlockList { count } => {
+                let [hi, lo] = count.to_be_bytes();
+                put(out, &[type_byte, hi, lo])
+            }
+            Self::BlockSuccess => put(out, &[type_byte]),
+            Self::BlockFailure(reason) | Self::Error(reason) => {
+                put(out, &[type_byte])?;
+                let rest = out
+                    .get_mut(field::REASON..)
+                    .ok_or(WireError::BufferTooSmall)?;
+                Ok(field::REASON + reason.emit(rest)?)
+            }
+            Self::FileSize(size) => {
+                let [a, b, c, d] = size.to_be_bytes();
+                put(out, &[type_byte, a, b, c, d])
+            }
+        }
+    }
+}
+
+/// Writes one Block List Response entry.
+pub fn emit_range_entry(range: BlockRange, out: &mut [u8]) -> Result<usize, WireError> {
+    let [s0, s1] = range.start().to_be_bytes();
+    let [e0, e1] = range.end().to_be_bytes();
+    put(out, &[s0, s1, e0, e1])
+}
+
+/// Reads one Block List Response entry as sent, `(start, end)`; `None` if `input` is shorter.
+pub fn parse_range_entry(input: &[u8]) -> Option<(u16, u16)> {
+    let bytes: [u8; RANGE_ENTRY_LEN] = input.get(..RANGE_ENTRY_LEN)?.try_into().ok()?;
+    let [s0, s1, e0, e1] = bytes;
+    Some((u16::from_be_bytes([s0, s1]), u16::from_be_bytes([e0, e1])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::PeerAddr;
+
+    fn emitted(header: ResponseHeader<'_>) -> ([u8; 300], usize) {
+        let mut out = [0u8; 300];
+        let len = header.emit(&mut out).unwrap();
+        assert_eq!(len, header.buffer_len());
+        (out, len)
+    }
+
+    #[test]
+    fn headers_match_the_protocol_examples() {
+        let (out, len) = emitted(ResponseHeader::PeerList { count: 2 });
+        assert_eq!(&out[..len], &[0x01, 0x00, 0x02]);
+        let (out, len) = emitted(ResponseHeader::BlockList { count: 2 });
+        assert_eq!(&out[..len], &[0x03, 0x00, 0x02]);
+        let (out, len) = emitted(ResponseHeader::BlockSuccess);
+        assert_eq!(&out[..len], &[0x05]);
+        let (out, len) = emitted(ResponseHeader::FileSize(2500));
+        assert_eq!(&out[..len], &[0x08, 0x00, 0x00, 0x09, 0xc4]);
+        let (out, len) = emitted(ResponseHeader::BlockFailure(
+            Reason::new("not held").unwrap(),
+        ));
+        assert_eq!(&out[..len], b"\x06not held\0");
+        let (out, len) = emitted(ResponseHeader::Error(Reason::new("bad type").unwrap()));
+        assert_eq!(&out[..len], b"\x7fbad type\0");
+    }
+
+    #[test]
+    fn entries_match_the_protocol_examples() {
+        let mut out = [0u8; 6];
+        PeerAddr::new([10, 0, 0, 3], 8888).emit(&mut out).unwrap();
+        assert_eq!(out, [0x0a, 0x00, 0x00, 0x03, 0x22, 0xb8]);
+        assert_eq!(
+            PeerAddr::parse(&out),
+            Some(PeerAddr::new([10, 0, 0, 3], 8888))
+        );
+        assert_eq!(PeerAddr::parse(&out[..5]), None);
+        let mut out = [0u8; 4];
+        emit_range_entry(BlockRange::new(200, 299).unwrap(), &mut out).unwrap();
+        assert_eq!(out, [0x00, 0xc8, 0x01, 0x2b]);
+        assert_eq!(parse_range_entry(&out), Some((200, 299)));
+    }
+
+    #[test]
+    fn reasons_are_checked() {
+        assert_eq!(Reason::new(""), Err(WireError::EmptyReason));
+        assert_eq!(Reason::new("a\0b"), Err(WireError::ReasonHasNul));
+        let long = [b'x'; 256];
+        assert_eq!(
+            Reason::new(core::str::from_utf8(&long).unwrap()),
+            Err(WireError::ReasonTooLong)
+        );
+        assert!(Reason::new(core::str::from_utf8(&long[..255]).unwrap()).is_ok());
+        assert_eq!(Reason::from_bytes(&[0xff]), Err(WireError::ReasonNotUtf8));
+    }
+
+    #[test]
+    fn emit_never_writes_past_the_buffer() {
+        let header = ResponseHeader::Error(Reason::new("bad").unwrap());
+        let mut out = [0u8; 4];
+        assert_eq!(header.emit(&mut out), Err(WireError::BufferTooSmall));
+        assert_eq!(out, [0; 4]);
+    }
+}
