@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod check;
 mod net;
+mod run;
 
 #[derive(Parser)]
 #[command(about = "p2p-blocks project tasks")]
@@ -14,12 +16,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Every check: formatting, clippy, the embedded build, unit and end-to-end tests.
+    Test(check::TestArgs),
     /// Private test networks: a network namespace with a bridge and TAP devices.
     Net(net::NetArgs),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Test(args) => check::run_all(args),
         Command::Net(args) => net::run(args),
     };
     match result {

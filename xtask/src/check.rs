@@ -1,0 +1,43 @@
+//! `cargo xtask test`: every check the project has, in the order a failure is cheapest to see.
+//! `.ci/run` calls exactly this, and so does the README.
+
+use crate::run::{cargo, command, run};
+
+/// The microcontroller target p2p-core must build for; rustup does not add it by itself.
+pub const EMBEDDED_TARGET: &str = "thumbv7em-none-eabihf";
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy (for a quick local re-run).
+    #[arg(long)]
+    no_lint: bool,
+}
+
+pub fn run_all(args: TestArgs) -> Result<(), String> {
+    install_embedded_target()?;
+    if !args.no_lint {
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    }
+    // Building for a target without std or a heap proves the core needs neither.
+    run(cargo().args(["build", "-p", "p2p-core", "--target", EMBEDDED_TARGET, "--all-features"]))?;
+    // Binaries first: the end-to-end tests run them.
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(cargo().args(["test", "--workspace"]))?;
+    Ok(())
+}
+
+/// Adds the embedded target through rustup when it is missing.
+pub fn install_embedded_target() -> Result<(), String> {
+    let installed = command("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|error| format!("cannot run rustup ({error}); install {EMBEDDED_TARGET} by hand"))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == EMBEDDED_TARGET)
+    {
+        return Ok(());
+    }
+    run(command("rustup").args(["target", "add", EMBEDDED_TARGET]))
+}
