@@ -1,0 +1,198 @@
+//! One TCP connection to a peer, framed by p2p-core's client session: requests go out
+//! pipelined, responses come back as events. Every wait is bounded by the stall timeout.
+
+use p2p_core::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
+use p2p_core::wire::MAX_REASON_LEN;
+use p2p_core::{BlockRange, Request};
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::time::Duration;
+
+/// Most requests one connection keeps outstanding.
+pub const MAX_PIPELINE: usize = 16;
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Why a connection to a peer ended badly.
+#[derive(Debug)]
+pub enum PeerError {
+    Connect(io::Error),
+    /// Nothing arrived for the stall timeout while an answer was due.
+    Stalled(Duration),
+    /// The peer closed the connection; `mid_response` when answers were still due.
+    Closed {
+        mid_response: bool,
+    },
+    Io(io::Error),
+    /// The peer broke the protocol (garbage, an oversized list, misordered ranges...).
+    Protocol(ClientError),
+    /// The peer sent an Error message and closed.
+    Refused(String),
+    /// The peer refused blocks it said it holds.
+    BlockFailure {
+        range: BlockRange,
+        reason: String,
+    },
+    /// The peer's file is not the same size as the swarm's.
+    SizeMismatch {
+        expected: u32,
+        got: u32,
+    },
+    /// The peer's Block List names blocks past the end of the file.
+    RangeBeyondFile {
+        range: BlockRange,
+        block_count: u32,
+    },
+}
+
+impl PeerError {
+    /// Errors a peer may recover from (restart, overload); the others drop it at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::Closed { .. } | Self::Io(_) | Self::Refused(_)
+        )
+    }
+}
+
+impl fmt::Display for PeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect(error) => write!(f, "cannot connect: {error}"),
+            Self::Stalled(timeout) => write!(f, "stalled: nothing received for {timeout:?}"),
+            Self::Closed { mid_response: true } => {
+                f.write_str("closed the connection mid-response")
+            }
+            Self::Closed {
+                mid_response: false,
+            } => f.write_str("closed the connection"),
+            Self::Io(error) => write!(f, "connection failed: {error}"),
+            Self::Protocol(error) => write!(f, "protocol violation: {error}"),
+            Self::Refused(reason) => write!(f, "sent Error: {reason}"),
+            Self::BlockFailure { range, reason } => {
+                write!(f, "refused blocks {range} it said it holds: {reason}")
+            }
+            Self::SizeMismatch { expected, got } => write!(
+                f,
+                "says the file is {got} bytes, but the swarm's file is {expected} bytes"
+            ),
+            Self::RangeBeyondFile { range, block_count } => write!(
+                f,
+                "lists blocks {range}, beyond the file's {block_count} blocks"
+            ),
+        }
+    }
+}
+
+impl From<ClientError> for PeerError {
+    fn from(error: ClientError) -> Self {
+        Self::Protocol(error)
+    }
+}
+
+/// Takes each decoded event, with the request it completes, if any.
+pub type EventHandler<'h> =
+    dyn FnMut(Option<ClientEvent<'_>>, Option<Request>) -> Result<(), PeerError> + 'h;
+
+/// A connection to one peer.
+pub struct Connection {
+    stream: TcpStream,
+    session: ClientSession<MAX_PIPELINE>,
+    buffer: Box<[u8]>,
+    stall_timeout: Duration,
+}
+
+impl Connection {
+    /// Connects within `timeout`, which also bounds every later wait for an answer.
+    pub fn open(
+        addr: SocketAddrV4,
+        timeout: Duration,
+        limits: ClientLimits,
+    ) -> Result<Self, PeerError> {
+        let stream = TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout)
+            .map_err(PeerError::Connect)?;
+        stream.set_nodelay(true).map_err(PeerError::Io)?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(PeerError::Io)?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(PeerError::Io)?;
+        Ok(Self {
+            stream,
+            session: ClientSession::new(limits),
+            buffer: vec![0; READ_BUFFER].into_boxed_slice(),
+            stall_timeout: timeout,
+        })
+    }
+
+    /// A handle on the socket, to shut it down from another thread.
+    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
+    /// The file size, which block data lengths are computed from.
+    pub fn set_file_size(&mut self, size: u32) {
+        self.session.set_file_size(size);
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.session.outstanding()
+    }
+
+    /// Sends `requests` in one write, pipelined.
+    pub fn send(&mut self, requests: &[Request]) -> Result<(), PeerError> {
+        let mut out = [0u8; Request::MAX_LEN * MAX_PIPELINE];
+        let mut len = 0;
+        for request in requests {
+            let rest = out.get_mut(len..).unwrap_or_default();
+            len += self.session.send(*request, rest)?;
+        }
+        self.stream
+            .write_all(out.get(..len).unwrap_or_default())
+            .map_err(|error| self.io_error(error))
+    }
+
+    /// Reads once (waiting at most the stall timeout) and hands every decoded event to
+    /// `on_event`, with the request that the event completes, if any.
+    pub fn receive(&mut self, on_event: &mut EventHandler<'_>) -> Result<(), PeerError> {
+        let len = loop {
+            match self.stream.read(&mut self.buffer) {
+                Ok(0) => {
+                    return Err(PeerError::Closed {
+                        mid_response: self.session.outstanding() > 0,
+                    });
+                }
+                Ok(len) => break len,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(self.io_error(error)),
+            }
+        };
+        let mut input = self.buffer.get(..len).unwrap_or_default();
+        while !input.is_empty() {
+            let step = self.session.receive(input)?;
+            input = input.get(step.consumed..).unwrap_or_default();
+            if let Some(ClientEvent::Error(reason)) = step.event {
+                return Err(PeerError::Refused(truncate(reason)));
+            }
+            if step.event.is_some() || step.completed.is_some() {
+                on_event(step.event, step.completed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, error: io::Error) -> PeerError {
+        match error.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => PeerError::Stalled(self.stall_timeout),
+            _ => PeerError::Io(error),
+        }
+    }
+}
+
+/// A peer's reason text, bounded for printing.
+fn truncate(reason: &str) -> String {
+    reason.chars().take(MAX_REASON_LEN).collect()
+}

@@ -1,0 +1,316 @@
+//! The parallel download: for every peer, `--connections-per-peer` threads, each with one
+//! connection that keeps a pipeline of Block Requests full. A connection that fails hands
+//! its blocks back; its peer is retried with backoff, then dropped.
+
+use crate::blockset::BlockSet;
+use crate::connection::{Connection, PeerError};
+use crate::discovery::LIMITS;
+use crate::exit::Failure;
+use crate::log::Log;
+use crate::pace::Pace;
+use crate::part_file::PartFile;
+use crate::scheduler::{Assignment, Scheduler};
+use p2p_core::client::ClientEvent;
+use p2p_core::{BlockRange, Geometry, Request};
+use std::collections::VecDeque;
+use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Failures a peer may have before it is dropped.
+const MAX_FAILURES: u32 = 3;
+/// The first retry waits this long; each next one twice as long.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// How long an idle connection waits for blocks to come free before looking again.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Stopping everything: on completion, Ctrl-C or a local I/O failure.
+#[derive(Default)]
+pub struct Control {
+    stop: AtomicBool,
+    fatal: Mutex<Option<Failure>>,
+    /// Every open connection, so a stop interrupts reads that would otherwise wait out
+    /// the stall timeout.
+    streams: Mutex<Vec<(u64, TcpStream)>>,
+    next_id: AtomicU64,
+}
+
+impl Control {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for (_, stream) in self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Stops the download because of a local failure, which is reported at the end.
+    pub fn fail(&self, failure: Failure) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        fatal.get_or_insert(failure);
+        drop(fatal);
+        self.stop();
+    }
+
+    pub fn take_failure(&self) -> Option<Failure> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn register(&self, stream: TcpStream) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, stream));
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(other, _)| *other != id);
+    }
+}
+
+/// What became of a peer during the download.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// Bytes of blocks whose first copy came from this peer.
+    pub bytes: AtomicU64,
+    /// Bytes of endgame duplicates that arrived second.
+    pub duplicate_bytes: AtomicU64,
+    pub connections: AtomicUsize,
+    pub dropped: AtomicBool,
+    pub errors: Mutex<Vec<String>>,
+    live_workers: AtomicUsize,
+}
+
+impl PeerStats {
+    fn note_error(&self, error: &PeerError) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(error.to_string());
+    }
+}
+
+/// Everything the connections share.
+pub struct Download<'a> {
+    pub geometry: Geometry,
+    pub scheduler: &'a Scheduler,
+    pub part: &'a PartFile,
+    pub control: &'a Control,
+    pub log: &'a Log,
+    pub timeout: Duration,
+}
+
+impl Download<'_> {
+    /// Downloads from one peer over `connections` connections until nothing is left for it.
+    pub fn run_peer(
+        &self,
+        addr: SocketAddrV4,
+        held: &BlockSet,
+        stats: &PeerStats,
+        connections: usize,
+    ) {
+        stats.live_workers.store(connections, Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            for _ in 0..connections {
+                scope.spawn(|| {
+                    let gave_up = self.run_worker(addr, held, stats);
+                    let last = stats.live_workers.fetch_sub(1, Ordering::SeqCst) == 1;
+                    if gave_up && last {
+                        stats.dropped.store(true, Ordering::SeqCst);
+                        self.scheduler.drop_holder(held);
+                    }
+                });
+            }
+        });
+    }
+
+    /// One connection's life, reconnecting after transient failures; returns whether it
+    /// gave up on the peer.
+    fn run_worker(&self, addr: SocketAddrV4, held: &BlockSet, stats: &PeerStats) -> bool {
+        let mut failures = 0;
+        loop {
+            if self.control.is_stopped() {
+                return false;
+            }
+            let error = match self.fetch_over_connection(addr, held, stats) {
+                Ok(()) => return false,
+                Err(_) if self.control.is_stopped() => return false,
+                Err(error) => error,
+            };
+            stats.note_error(&error);
+            failures += 1;
+            if !error.is_transient() || failures >= MAX_FAILURES {
+                self.log
+                    .warn(&format!("{addr}: {error}; dropping this peer"));
+                return true;
+            }
+            let backoff = FIRST_BACKOFF * 2u32.pow(failures - 1);
+            self.log.warn(&format!(
+                "{addr}: {error}; retrying in {} ms",
+                backoff.as_millis()
+            ));
+            let until = Instant::now() + backoff;
+            while Instant::now() < until && !self.control.is_stopped() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn fetch_over_connection(
+        &self,
+        addr: SocketAddrV4,
+        held: &BlockSet,
+        stats: &PeerStats,
+    ) -> Result<(), PeerError> {
+        let mut connection = Connection::open(addr, self.timeout, LIMITS)?;
+        let id = connection
+            .try_clone_stream()
+            .map(|stream| self.control.register(stream))
+            .map_err(PeerError::Io)?;
+        stats.connections.fetch_add(1, Ordering::SeqCst);
+        let mut in_flight = VecDeque::new();
+        let result = self.pipeline(&mut connection, held, stats, &mut in_flight);
+        for range in in_flight {
+            self.scheduler.release(range);
+        }
+        stats.connections.fetch_sub(1, Ordering::SeqCst);
+        self.control.unregister(id);
+        result
+    }
+
+    /// Keeps the connection's pipeline full and its answers flowing to disk; returns when
+    /// the download is complete or stopped, or needs nothing more from this peer.
+    fn pipeline(
+        &self,
+        connection: &mut Connection,
+        held: &BlockSet,
+        stats: &PeerStats,
+        in_flight: &mut VecDeque<BlockRange>,
+    ) -> Result<(), PeerError> {
+        let expected_size = self.geometry.file_size();
+        connection.set_file_size(expected_size);
+        // The peer's file may have changed since discovery; check before trusting its data.
+        connection.send(&[Request::FileSize])?;
+        let mut pace = Pace::new(self.geometry.block_size());
+        let mut nothing_left = false;
+        loop {
+            if self.control.is_stopped() || self.scheduler.is_finished() {
+                return Ok(());
+            }
+            let was_idle = in_flight.is_empty();
+            let mut batch = Vec::new();
+            while !nothing_left && in_flight.len() + batch.len() < pace.depth() {
+                let own: Vec<BlockRange> = in_flight.iter().chain(&batch).copied().collect();
+                match self.scheduler.assign(held, &own, pace.request_blocks()) {
+                    Assignment::Fetch(range) => batch.push(range),
+                    Assignment::Wait => break,
+                    Assignment::NothingLeft => nothing_left = true,
+                }
+            }
+            if !batch.is_empty() {
+                let requests: Vec<Request> = batch
+                    .iter()
+                    .map(|range| Request::Block {
+                        start: range.start(),
+                        end: range.end(),
+                    })
+                    .collect();
+                in_flight.extend(batch);
+                connection.send(&requests)?;
+                if was_idle {
+                    pace.restart();
+                }
+            }
+            if connection.outstanding() == 0 {
+                if nothing_left {
+                    return Ok(());
+                }
+                self.scheduler.wait(IDLE_WAIT);
+                continue;
+            }
+            connection.receive(&mut |event, completed| {
+                match event {
+                    Some(ClientEvent::BlockData { offset, data }) => {
+                        self.store(offset, data, stats)?
+                    }
+                    Some(ClientEvent::FileSize(size)) if size != expected_size => {
+                        return Err(PeerError::SizeMismatch {
+                            expected: expected_size,
+                            got: size,
+                        });
+                    }
+                    Some(ClientEvent::BlockFailure(reason)) => {
+                        let range = in_flight.front().copied().unwrap_or(BlockRange::single(0));
+                        return Err(PeerError::BlockFailure {
+                            range,
+                            reason: reason.to_string(),
+                        });
+                    }
+                    _ => {}
+                }
+                if let Some(Request::Block { .. }) = completed
+                    && let Some(range) = in_flight.pop_front()
+                {
+                    self.scheduler.release(range);
+                    let bytes = self
+                        .geometry
+                        .span(range)
+                        .map_or(0, |span| u64::from(span.len));
+                    pace.completed(bytes);
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    /// Writes a piece of block data, skipping blocks another connection already finished,
+    /// and marks each block it completes.
+    fn store(&self, offset: u32, data: &[u8], stats: &PeerStats) -> Result<(), PeerError> {
+        let block_size = self.geometry.block_size();
+        let mut offset = offset;
+        let mut data = data;
+        while !data.is_empty() {
+            let block = (offset / block_size) as u16;
+            let block_end = (u64::from(block) + 1) * u64::from(block_size);
+            let block_end = block_end.min(u64::from(self.geometry.file_size()));
+            let piece_len = (block_end - u64::from(offset)).min(data.len() as u64) as usize;
+            let (piece, rest) = data.split_at(piece_len);
+            if !self.scheduler.is_done(block)
+                && let Err(failure) = self.part.write_at(offset, piece)
+            {
+                let error = PeerError::Io(std::io::Error::other(failure.message.clone()));
+                self.control.fail(failure);
+                return Err(error);
+            }
+            let piece_end = u64::from(offset) + piece_len as u64;
+            if piece_end == block_end {
+                let block_len = block_end - u64::from(block) * u64::from(block_size);
+                if self.scheduler.complete_block(block) {
+                    self.part.mark_done(block);
+                    stats.bytes.fetch_add(block_len, Ordering::Relaxed);
+                } else {
+                    stats
+                        .duplicate_bytes
+                        .fetch_add(block_len, Ordering::Relaxed);
+                }
+            }
+            offset = piece_end as u32;
+            data = rest;
+        }
+        Ok(())
+    }
+}

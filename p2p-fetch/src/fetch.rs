@@ -1,0 +1,293 @@
+//! One run of p2p-fetch, step by step: survey the swarm, check that every block is held,
+//! download in parallel into the part file, verify, and rename into place.
+
+use crate::blockset::{BlockSet, RangesText};
+use crate::cli::{Args, hex};
+use crate::discovery::{self, Search, Swarm};
+use crate::download::{Control, Download, PeerStats};
+use crate::exit::{ExitCode, Failure};
+use crate::log::Log;
+use crate::part_file::PartFile;
+use crate::progress::Progress;
+use crate::target;
+use p2p_core::{Geometry, PeerAddr};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often the main thread looks at the download.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the record of completed blocks is made durable.
+const RECORD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How a run ended.
+pub struct Outcome {
+    pub result: Result<(), Failure>,
+    /// The `--json` summary (without the result fields, which the caller adds).
+    pub summary: serde_json::Map<String, Value>,
+    /// With `--seed` and success: where to serve, and the peers to list.
+    pub seed: Option<(TcpListener, Vec<PeerAddr>)>,
+}
+
+/// Runs the download; `interrupted` is set by Ctrl-C.
+pub fn run(args: &Args, log: &Log, interrupted: &AtomicBool) -> Outcome {
+    let mut summary = serde_json::Map::new();
+    summary.insert("output".into(), json!(args.output.display().to_string()));
+    let mut seed = None;
+    let result = run_steps(args, log, interrupted, &mut summary, &mut seed);
+    Outcome {
+        seed: seed.filter(|_| result.is_ok()),
+        result,
+        summary,
+    }
+}
+
+fn run_steps(
+    args: &Args,
+    log: &Log,
+    interrupted: &AtomicBool,
+    summary: &mut serde_json::Map<String, Value>,
+    seed: &mut Option<(TcpListener, Vec<PeerAddr>)>,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    if args.output.exists() && !args.force {
+        return Err(Failure::new(
+            ExitCode::Io,
+            format!(
+                "{} exists; use --force to overwrite it",
+                args.output.display()
+            ),
+        ));
+    }
+    let host = target::resolve(&args.host, args.port)?;
+    let listener = if args.seed {
+        let listener = TcpListener::bind(args.listen)
+            .map_err(|error| Failure::io(format!("cannot listen on {}", args.listen), error))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let search = Search {
+        max_peers: usize::from(args.max_peers),
+        timeout: Duration::from_secs(args.timeout),
+        own_address: args.seed.then_some(args.listen),
+    };
+    let swarm = discovery::discover(host, &search, log)?;
+    let geometry = Geometry::new(swarm.file_size);
+    summary.insert("file_size".into(), json!(swarm.file_size));
+    let count = geometry.block_count();
+    let holdings: Vec<BlockSet> = swarm
+        .peers
+        .iter()
+        .map(|peer| BlockSet::from_ranges(count, &peer.ranges))
+        .collect();
+    let mut held_anywhere = BlockSet::new(count);
+    for held in &holdings {
+        held_anywhere.union_with(held);
+    }
+    let not_held = held_anywhere.complement();
+    if !args.resume && !not_held.is_empty() {
+        return Err(Failure::new(
+            ExitCode::BlocksUnavailable,
+            format!(
+                "blocks {} are held by no reachable peer; nothing downloaded (--continue fetches the rest)",
+                RangesText(&not_held.ranges())
+            ),
+        ));
+    }
+    let (part, done) = PartFile::open(&args.output, geometry, args.resume, log)?;
+    let missing = not_held.minus(&done);
+    if !missing.is_empty() {
+        log.warn(&format!(
+            "blocks {} are held by no reachable peer; fetching the rest",
+            RangesText(&missing.ranges())
+        ));
+    }
+    let scheduler = crate::scheduler::Scheduler::new(geometry, done.clone(), &holdings);
+    let control = Control::default();
+    let stats: Vec<PeerStats> = swarm.peers.iter().map(|_| PeerStats::default()).collect();
+    let download = Download {
+        geometry,
+        scheduler: &scheduler,
+        part: &part,
+        control: &control,
+        log,
+        timeout: search.timeout,
+    };
+    let resumed = scheduler.done_bytes();
+    let mut progress = Progress::new(log, u64::from(swarm.file_size), resumed);
+    let mut record_result = Ok(());
+    std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for ((peer, held), peer_stats) in swarm.peers.iter().zip(&holdings).zip(&stats) {
+            if held.minus(&done).is_empty() {
+                continue;
+            }
+            let download = &download;
+            let connections = usize::from(args.connections_per_peer);
+            workers.push(
+                scope.spawn(move || download.run_peer(peer.addr, held, peer_stats, connections)),
+            );
+        }
+        let mut last_record = Instant::now();
+        loop {
+            std::thread::sleep(TICK);
+            let active = stats
+                .iter()
+                .filter(|stats| stats.connections.load(Ordering::SeqCst) > 0)
+                .count();
+            progress.update(scheduler.done_bytes(), active);
+            if last_record.elapsed() >= RECORD_INTERVAL {
+                last_record = Instant::now();
+                if let Err(failure) = part.save_record() {
+                    control.fail(failure);
+                }
+            }
+            if interrupted.load(Ordering::SeqCst)
+                || scheduler.is_finished()
+                || control.is_stopped()
+                || workers.iter().all(|worker| worker.is_finished())
+            {
+                break;
+            }
+        }
+        control.stop();
+        record_result = part.save_record();
+    });
+    progress.finish();
+    let elapsed = started.elapsed();
+    let fetched = scheduler.done_bytes().saturating_sub(resumed);
+    describe(summary, &swarm, &stats, elapsed, fetched, resumed);
+    if let Some(failure) = control.take_failure() {
+        return Err(failure);
+    }
+    record_result?;
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Failure::new(
+            ExitCode::Interrupted,
+            format!(
+                "interrupted: {} of {} blocks saved in {}; resume with --continue",
+                scheduler.done().count(),
+                count,
+                part.part_path().display()
+            ),
+        ));
+    }
+    if !scheduler.is_finished() {
+        let unavailable = scheduler.unavailable();
+        return Err(Failure::new(
+            ExitCode::BlocksUnavailable,
+            format!(
+                "blocks {} are held by no reachable peer; the rest is saved in {} (--continue resumes)",
+                RangesText(&unavailable.ranges()),
+                part.part_path().display()
+            ),
+        ));
+    }
+    if args.sha256.is_some() || args.json {
+        let digest = sha256_of(part.part_path())?;
+        summary.insert("sha256".into(), json!(hex(&digest)));
+        if let Some(expected) = args.sha256
+            && expected != digest
+        {
+            part.discard_record()?;
+            return Err(Failure::new(
+                ExitCode::ChecksumMismatch,
+                format!(
+                    "checksum mismatch: the SHA-256 of the download is {}, not {}; the data is left in {}",
+                    hex(&digest),
+                    hex(&expected),
+                    part.part_path().display()
+                ),
+            ));
+        }
+    }
+    part.finish(swarm.file_size)?;
+    log.say(&format!(
+        "saved {} ({} bytes) in {:.2} s",
+        args.output.display(),
+        swarm.file_size,
+        elapsed.as_secs_f64()
+    ));
+    if let Some(listener) = listener {
+        let peers = swarm
+            .peers
+            .iter()
+            .map(|peer| PeerAddr::from(peer.addr))
+            .collect();
+        *seed = Some((listener, peers));
+    }
+    Ok(())
+}
+
+/// Fills the `--json` summary.
+fn describe(
+    summary: &mut serde_json::Map<String, Value>,
+    swarm: &Swarm,
+    stats: &[PeerStats],
+    elapsed: Duration,
+    fetched: u64,
+    resumed: u64,
+) {
+    let mut peers: Vec<Value> = swarm
+        .peers
+        .iter()
+        .zip(stats)
+        .map(|(peer, stats)| {
+            let errors = stats
+                .errors
+                .lock()
+                .map(|errors| errors.clone())
+                .unwrap_or_default();
+            json!({
+                "address": peer.addr.to_string(),
+                "ranges": RangesText(&peer.ranges).to_string(),
+                "bytes": stats.bytes.load(Ordering::SeqCst),
+                "duplicate_bytes": stats.duplicate_bytes.load(Ordering::SeqCst),
+                "dropped": stats.dropped.load(Ordering::SeqCst),
+                "errors": errors,
+            })
+        })
+        .collect();
+    peers.extend(swarm.dropped.iter().map(|dropped| {
+        json!({
+            "address": dropped.addr.to_string(),
+            "ranges": Value::Null,
+            "bytes": 0,
+            "duplicate_bytes": 0,
+            "dropped": true,
+            "errors": [dropped.reason],
+        })
+    }));
+    let seconds = elapsed.as_secs_f64();
+    summary.insert("peers".into(), Value::Array(peers));
+    summary.insert("bytes_downloaded".into(), json!(fetched));
+    summary.insert("bytes_resumed".into(), json!(resumed));
+    summary.insert("duration_secs".into(), json!(seconds));
+    summary.insert(
+        "rate_bytes_per_sec".into(),
+        json!(fetched as f64 / seconds.max(1e-3)),
+    );
+}
+
+/// The SHA-256 of a file, read in pieces.
+fn sha256_of(path: &Path) -> Result<[u8; 32], Failure> {
+    let what = || format!("cannot read {}", path.display());
+    let mut file = File::open(path).map_err(|error| Failure::io(what(), error))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(len) => hasher.update(buffer.get(..len).unwrap_or_default()),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(Failure::io(what(), error)),
+        }
+    }
+    Ok(hasher.finalize().into())
+}

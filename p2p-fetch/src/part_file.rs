@@ -1,0 +1,250 @@
+//! The download on disk: block data goes into `OUTPUT.part` at its offset, and
+//! `OUTPUT.part.blocks` records which blocks are safely there, so `--continue` refetches
+//! nothing that was saved. When all is done the part is synced and renamed to `OUTPUT`.
+
+use crate::blockset::BlockSet;
+use crate::exit::Failure;
+use crate::log::Log;
+use p2p_core::Geometry;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The record's first bytes; then the file size (u32, big-endian) and the bitmap of blocks
+/// done (block n is bit n % 8 of byte n / 8).
+const RECORD_MAGIC: &[u8; 8] = b"p2pfblk1";
+const RECORD_HEADER_LEN: usize = RECORD_MAGIC.len() + 4;
+
+/// `OUTPUT` with `suffix` added to its file name.
+pub fn with_suffix(output: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(output.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The part file and its record, shared by every connection.
+pub struct PartFile {
+    output: PathBuf,
+    part_path: PathBuf,
+    record_path: PathBuf,
+    part: File,
+    record: Mutex<Record>,
+}
+
+struct Record {
+    file: File,
+    done: BlockSet,
+    /// Blocks written since the record was last saved.
+    dirty: bool,
+}
+
+impl PartFile {
+    /// Opens the part file for a file of `geometry`, resuming from the record when `resume`
+    /// and it matches; returns the blocks already done.
+    pub fn open(
+        output: &Path,
+        geometry: Geometry,
+        resume: bool,
+        log: &Log,
+    ) -> Result<(Self, BlockSet), Failure> {
+        let part_path = with_suffix(output, ".part");
+        let record_path = with_suffix(output, ".part.blocks");
+        let count = geometry.block_count();
+        let resumed = if resume {
+            match read_record(&record_path, geometry) {
+                Ok(done) if part_path.exists() => Some(done),
+                Ok(_) => {
+                    log.warn(&format!(
+                        "{} is missing; starting over",
+                        part_path.display()
+                    ));
+                    None
+                }
+                Err(reason) => {
+                    log.warn(&format!("cannot resume: {reason}; starting over"));
+                    None
+                }
+            }
+        } else {
+            if part_path.exists() {
+                log.warn(&format!(
+                    "discarding the earlier partial download {} (--continue resumes it)",
+                    part_path.display()
+                ));
+            }
+            None
+        };
+        let part = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create(true)
+            .truncate(resumed.is_none())
+            .open(&part_path)
+            .map_err(|error| Failure::io(format!("cannot open {}", part_path.display()), error))?;
+        part.set_len(u64::from(geometry.file_size()))
+            .map_err(|error| Failure::io(format!("cannot size {}", part_path.display()), error))?;
+        let done = resumed.unwrap_or_else(|| BlockSet::new(count));
+        let record_file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&record_path)
+            .map_err(|error| {
+                Failure::io(format!("cannot open {}", record_path.display()), error)
+            })?;
+        let mut header = RECORD_MAGIC.to_vec();
+        header.extend_from_slice(&geometry.file_size().to_be_bytes());
+        header.extend_from_slice(done.as_bytes());
+        record_file.write_all_at(&header, 0).map_err(|error| {
+            Failure::io(format!("cannot write {}", record_path.display()), error)
+        })?;
+        let part_file = Self {
+            output: output.to_owned(),
+            part_path,
+            record_path,
+            part,
+            record: Mutex::new(Record {
+                file: record_file,
+                done: done.clone(),
+                dirty: false,
+            }),
+        };
+        Ok((part_file, done))
+    }
+
+    pub fn part_path(&self) -> &Path {
+        &self.part_path
+    }
+
+    /// Writes block data at its offset in the file.
+    pub fn write_at(&self, offset: u32, data: &[u8]) -> Result<(), Failure> {
+        self.part
+            .write_all_at(data, u64::from(offset))
+            .map_err(|error| {
+                Failure::io(format!("cannot write {}", self.part_path.display()), error)
+            })
+    }
+
+    /// Notes that `block` is written whole; the record is saved by [`PartFile::save_record`].
+    pub fn mark_done(&self, block: u16) {
+        let mut record = self.lock();
+        record.dirty |= record.done.insert(block);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes the blocks done so far durable, then records them: a crash never leaves the
+    /// record claiming data that is not on disk.
+    pub fn save_record(&self) -> Result<(), Failure> {
+        let snapshot = {
+            let mut record = self.lock();
+            if !record.dirty {
+                return Ok(());
+            }
+            record.dirty = false;
+            record.done.clone()
+        };
+        self.part.sync_data().map_err(|error| {
+            Failure::io(format!("cannot sync {}", self.part_path.display()), error)
+        })?;
+        let record = self.lock();
+        record
+            .file
+            .write_all_at(snapshot.as_bytes(), RECORD_HEADER_LEN as u64)
+            .map_err(|error| {
+                Failure::io(
+                    format!("cannot write {}", self.record_path.display()),
+                    error,
+                )
+            })
+    }
+
+    /// Checks the size, syncs and renames the part to the output, and removes the record.
+    pub fn finish(self, expected_size: u32) -> Result<(), Failure> {
+        let size = self
+            .part
+            .metadata()
+            .map_err(|error| {
+                Failure::io(format!("cannot stat {}", self.part_path.display()), error)
+            })?
+            .len();
+        if size != u64::from(expected_size) {
+            return Err(Failure::new(
+                crate::exit::ExitCode::Io,
+                format!(
+                    "{} is {size} bytes, not the {expected_size} bytes expected",
+                    self.part_path.display()
+                ),
+            ));
+        }
+        self.part.sync_all().map_err(|error| {
+            Failure::io(format!("cannot sync {}", self.part_path.display()), error)
+        })?;
+        fs::rename(&self.part_path, &self.output).map_err(|error| {
+            Failure::io(
+                format!(
+                    "cannot rename {} to {}",
+                    self.part_path.display(),
+                    self.output.display()
+                ),
+                error,
+            )
+        })?;
+        if let Some(directory) = self.output.parent() {
+            let directory = if directory.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                directory
+            };
+            if let Ok(handle) = File::open(directory) {
+                let _ = handle.sync_all();
+            }
+        }
+        self.discard_record()
+    }
+
+    /// Removes the record (the part is complete or not worth resuming).
+    pub fn discard_record(&self) -> Result<(), Failure> {
+        match fs::remove_file(&self.record_path) {
+            Err(error) if error.kind() != ErrorKind::NotFound => Err(Failure::io(
+                format!("cannot remove {}", self.record_path.display()),
+                error,
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads a record made for a file of `geometry`, or says why it cannot be used.
+fn read_record(path: &Path, geometry: Geometry) -> Result<BlockSet, String> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|file| {
+            // At most 65536 blocks: the record is never longer than this.
+            file.take((RECORD_HEADER_LEN + 8192 + 1) as u64)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let (header, bitmap) = bytes.split_at(RECORD_HEADER_LEN.min(bytes.len()));
+    let size = header
+        .strip_prefix(RECORD_MAGIC.as_slice())
+        .and_then(|size| <[u8; 4]>::try_from(size).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| format!("{} is not a p2p-fetch block record", path.display()))?;
+    if size != geometry.file_size() {
+        return Err(format!(
+            "{} is for a {size}-byte file, but the swarm's file is {} bytes",
+            path.display(),
+            geometry.file_size()
+        ));
+    }
+    BlockSet::from_bytes(geometry.block_count(), bitmap.to_vec())
+        .ok_or_else(|| format!("{} is truncated or too long", path.display()))
+}

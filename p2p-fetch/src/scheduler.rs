@@ -1,0 +1,333 @@
+//! Which blocks each connection fetches next: rarest first, contiguous runs merged into one
+//! request, and in the endgame (everything left is in flight) the remaining requests
+//! duplicated on idle connections, the first copy of each block winning.
+
+use crate::blockset::BlockSet;
+use p2p_core::{BlockRange, Geometry};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Most connections fetching the same block at once, in the endgame.
+const MAX_COPIES: u8 = 2;
+
+/// What a connection should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    Fetch(BlockRange),
+    /// Blocks this peer holds are in flight elsewhere; they may come back.
+    Wait,
+    /// Every block this peer holds is done.
+    NothingLeft,
+}
+
+/// The download's shared block state.
+pub struct Scheduler {
+    geometry: Geometry,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+struct State {
+    done: BlockSet,
+    /// Requests in flight for each block.
+    copies: Vec<u8>,
+    /// Live peers holding each block.
+    holders: Vec<u16>,
+    done_bytes: u64,
+}
+
+impl State {
+    fn is_free(&self, block: u16) -> bool {
+        let index = usize::from(block);
+        !self.done.contains(block)
+            && self.copies.get(index) == Some(&0)
+            && self.holders.get(index).is_some_and(|&holders| holders > 0)
+    }
+
+    fn holders_of(&self, block: u16) -> u16 {
+        self.holders.get(usize::from(block)).copied().unwrap_or(0)
+    }
+
+    fn can_duplicate(&self, block: u16, own: &[BlockRange]) -> bool {
+        !self.done.contains(block)
+            && self
+                .copies
+                .get(usize::from(block))
+                .is_some_and(|&copies| copies > 0 && copies < MAX_COPIES)
+            && !own.iter().any(|range| range.contains(block))
+    }
+
+    /// The longest run from `start`, up to `max_blocks`, of blocks in `held` that `fits`.
+    fn run_from(
+        &self,
+        start: u16,
+        held: &BlockSet,
+        max_blocks: u32,
+        fits: impl Fn(&Self, u16) -> bool,
+    ) -> BlockRange {
+        let mut end = start;
+        while end - start + 1 < max_blocks.min(u32::from(u16::MAX)) as u16 {
+            match end.checked_add(1) {
+                Some(next) if held.contains(next) && fits(self, next) => end = next,
+                _ => break,
+            }
+        }
+        BlockRange::new(start, end).unwrap_or(BlockRange::single(start))
+    }
+
+    fn claim(&mut self, range: BlockRange) {
+        for block in range.start()..=range.end() {
+            if let Some(copies) = self.copies.get_mut(usize::from(block)) {
+                *copies = copies.saturating_add(1);
+            }
+        }
+    }
+}
+
+impl Scheduler {
+    /// `done` are the blocks already on disk; `holdings` what each live peer holds.
+    pub fn new(geometry: Geometry, done: BlockSet, holdings: &[BlockSet]) -> Self {
+        let count = geometry.block_count() as usize;
+        let mut holders = vec![0u16; count];
+        for held in holdings {
+            for (block, holders) in holders.iter_mut().enumerate() {
+                if u16::try_from(block).is_ok_and(|block| held.contains(block)) {
+                    *holders = holders.saturating_add(1);
+                }
+            }
+        }
+        let done_bytes = done
+            .ranges()
+            .iter()
+            .filter_map(|range| geometry.span(*range))
+            .map(|span| u64::from(span.len))
+            .sum();
+        Self {
+            geometry,
+            state: Mutex::new(State {
+                done,
+                copies: vec![0; count],
+                holders,
+                done_bytes,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next request for a connection to a peer holding `held`, of at most `max_blocks`
+    /// blocks. `own` are the requests the connection already has in flight; duplicates are
+    /// only handed to a connection with none.
+    pub fn assign(&self, held: &BlockSet, own: &[BlockRange], max_blocks: u32) -> Assignment {
+        let mut state = self.lock();
+        let mut rarest: Option<(u16, u16)> = None;
+        let mut any_free = false;
+        for block in 0..self.geometry.block_count() {
+            let Ok(block) = u16::try_from(block) else {
+                break;
+            };
+            if !state.is_free(block) {
+                continue;
+            }
+            any_free = true;
+            if !held.contains(block) {
+                continue;
+            }
+            let holders = state.holders_of(block);
+            if rarest.is_none_or(|(fewest, _)| holders < fewest) {
+                rarest = Some((holders, block));
+            }
+        }
+        if let Some((fewest, start)) = rarest {
+            // Rare blocks are not bundled with commoner ones that other peers could send.
+            let range = state.run_from(start, held, max_blocks, |state, block| {
+                state.is_free(block) && state.holders_of(block) <= fewest
+            });
+            state.claim(range);
+            return Assignment::Fetch(range);
+        }
+        let endgame = !any_free && own.is_empty();
+        let duplicate = (0..self.geometry.block_count())
+            .filter_map(|block| u16::try_from(block).ok())
+            .find(|&block| endgame && held.contains(block) && state.can_duplicate(block, own));
+        if let Some(start) = duplicate {
+            let range = state.run_from(start, held, max_blocks, |state, block| {
+                state.can_duplicate(block, own)
+            });
+            state.claim(range);
+            return Assignment::Fetch(range);
+        }
+        if held.minus(&state.done).is_empty() {
+            Assignment::NothingLeft
+        } else {
+            Assignment::Wait
+        }
+    }
+
+    pub fn is_done(&self, block: u16) -> bool {
+        self.lock().done.contains(block)
+    }
+
+    /// Records that `block` arrived whole; returns whether this was its first copy.
+    pub fn complete_block(&self, block: u16) -> bool {
+        let mut state = self.lock();
+        let first = state.done.insert(block);
+        if first {
+            let len = self
+                .geometry
+                .span(BlockRange::single(block))
+                .map_or(0, |span| u64::from(span.len));
+            state.done_bytes += len;
+            self.changed.notify_all();
+        }
+        first
+    }
+
+    /// A request was answered or abandoned: its blocks not done are free again.
+    pub fn release(&self, range: BlockRange) {
+        let mut state = self.lock();
+        for block in range.start()..=range.end() {
+            if let Some(copies) = state.copies.get_mut(usize::from(block)) {
+                *copies = copies.saturating_sub(1);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// A peer holding `held` is gone for good.
+    pub fn drop_holder(&self, held: &BlockSet) {
+        let mut state = self.lock();
+        for (block, holders) in state.holders.iter_mut().enumerate() {
+            if u16::try_from(block).is_ok_and(|block| held.contains(block)) {
+                *holders = holders.saturating_sub(1);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for any block to finish or come free.
+    pub fn wait(&self, timeout: Duration) {
+        let state = self.lock();
+        let _ = self.changed.wait_timeout(state, timeout);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        let state = self.lock();
+        state.done.count() == state.done.len()
+    }
+
+    pub fn done(&self) -> BlockSet {
+        self.lock().done.clone()
+    }
+
+    pub fn done_bytes(&self) -> u64 {
+        self.lock().done_bytes
+    }
+
+    /// Blocks not done that no live peer holds.
+    pub fn unavailable(&self) -> BlockSet {
+        let state = self.lock();
+        let mut missing = BlockSet::new(state.done.len());
+        for (block, holders) in state.holders.iter().enumerate() {
+            if let Ok(block) = u16::try_from(block)
+                && *holders == 0
+                && !state.done.contains(block)
+            {
+                missing.insert(block);
+            }
+        }
+        missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(start: u16, end: u16) -> BlockRange {
+        BlockRange::new(start, end).unwrap_or(BlockRange::single(start))
+    }
+
+    /// 10 blocks of 1024 bytes.
+    fn geometry() -> Geometry {
+        Geometry::new(10 * 1024)
+    }
+
+    #[test]
+    fn rarest_blocks_come_first_merged_into_one_request() {
+        let everything = BlockSet::from_ranges(10, &[range(0, 9)]);
+        let tail = BlockSet::from_ranges(10, &[range(6, 9)]);
+        let scheduler = Scheduler::new(geometry(), BlockSet::new(10), &[everything.clone(), tail]);
+        // Blocks 0-5 have one holder, 6-9 two: the rare run goes first, in one request.
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::Fetch(range(0, 5))
+        );
+        assert_eq!(
+            scheduler.assign(&everything, &[], 2),
+            Assignment::Fetch(range(6, 7))
+        );
+    }
+
+    #[test]
+    fn endgame_duplicates_on_idle_connections_and_first_copy_wins() {
+        let everything = BlockSet::from_ranges(10, &[range(0, 9)]);
+        let scheduler = Scheduler::new(
+            geometry(),
+            BlockSet::new(10),
+            &[everything.clone(), everything.clone()],
+        );
+        let first = range(0, 9);
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::Fetch(first)
+        );
+        // A busy connection waits; an idle one duplicates.
+        assert_eq!(
+            scheduler.assign(&everything, &[first], 100),
+            Assignment::Wait
+        );
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::Fetch(first)
+        );
+        // No third copy.
+        assert_eq!(scheduler.assign(&everything, &[], 100), Assignment::Wait);
+        for block in 0..10 {
+            assert!(scheduler.complete_block(block));
+            assert!(!scheduler.complete_block(block));
+        }
+        assert!(scheduler.is_finished());
+        assert_eq!(scheduler.done_bytes(), 10 * 1024);
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::NothingLeft
+        );
+    }
+
+    #[test]
+    fn released_and_dropped_blocks() {
+        let head = BlockSet::from_ranges(10, &[range(0, 4)]);
+        let scheduler = Scheduler::new(
+            geometry(),
+            BlockSet::from_ranges(10, &[range(9, 9)]),
+            std::slice::from_ref(&head),
+        );
+        assert_eq!(
+            scheduler.assign(&head, &[], 3),
+            Assignment::Fetch(range(0, 2))
+        );
+        scheduler.release(range(0, 2));
+        assert_eq!(
+            scheduler.assign(&head, &[], 100),
+            Assignment::Fetch(range(0, 4))
+        );
+        scheduler.drop_holder(&head);
+        assert_eq!(scheduler.unavailable().ranges(), vec![range(0, 8)]);
+    }
+}
