@@ -1,0 +1,113 @@
+//! Build-time settings of the firmware, checked here so a bad one fails the build with a clear
+//! message instead of the board at run time:
+//!
+//! - `P2P_FILE`: the file to serve, placed in flash (default: the built-in sample).
+//! - `P2P_BLOCKS`: the blocks held, e.g. `0-99,200-299` (default: all).
+//! - `P2P_PEERS`: the peer list, e.g. `10.0.0.3:8888,10.0.0.4` (default: none).
+//! - `P2P_IP`: `dhcp` (default: DHCP, falling back to an address derived from the MAC) or a
+//!   static `ADDR/PREFIX`; `P2P_GATEWAY`: a static gateway.
+
+use p2p_core::geometry::Geometry;
+use p2p_core::store::check_held;
+use p2p_core::{BlockRanges, DEFAULT_PORT};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+
+/// The firmware's capacity for held ranges; must match `config::MAX_HELD_RANGES`.
+const MAX_HELD_RANGES: usize = 16;
+const MAX_PEERS: usize = 16;
+
+fn main() {
+    if let Err(message) = generate() {
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn setting(name: &str) -> Option<String> {
+    println!("cargo:rerun-if-env-changed={name}");
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+fn generate() -> Result<(), String> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let file = match setting("P2P_FILE") {
+        Some(path) => PathBuf::from(path),
+        None => manifest.join("../../assets/sample.txt"),
+    };
+    let file = file
+        .canonicalize()
+        .map_err(|e| format!("P2P_FILE {}: {e}", file.display()))?;
+    println!("cargo:rerun-if-changed={}", file.display());
+    let size = std::fs::metadata(&file)
+        .map_err(|e| format!("P2P_FILE {}: {e}", file.display()))?
+        .len();
+    let size = u32::try_from(size).map_err(|_| format!("P2P_FILE {} is over 4 GiB - 1 bytes", file.display()))?;
+
+    let held = match setting("P2P_BLOCKS") {
+        Some(text) => {
+            let held: BlockRanges<MAX_HELD_RANGES> =
+                text.parse().map_err(|e| format!("P2P_BLOCKS={text}: {e}"))?;
+            check_held(size, held.as_slice()).map_err(|e| format!("P2P_BLOCKS={text}: {e}"))?;
+            held.to_string()
+        }
+        None => String::new(),
+    };
+
+    let mut peers = Vec::new();
+    for item in setting("P2P_PEERS").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let addr = match item.parse::<SocketAddrV4>() {
+            Ok(addr) => addr,
+            Err(_) => SocketAddrV4::new(
+                item.parse::<Ipv4Addr>()
+                    .map_err(|_| format!("P2P_PEERS: {item} is not IPv4[:PORT]"))?,
+                DEFAULT_PORT,
+            ),
+        };
+        peers.push(format!("PeerAddr::new({:?}, {})", addr.ip().octets(), addr.port()));
+    }
+    if peers.len() > MAX_PEERS {
+        return Err(format!("P2P_PEERS: at most {MAX_PEERS} peers"));
+    }
+
+    let static_ip = match setting("P2P_IP").as_deref() {
+        None | Some("dhcp") => "None".to_string(),
+        Some(text) => {
+            let (addr, prefix) = text
+                .split_once('/')
+                .ok_or(format!("P2P_IP={text}: expected dhcp or ADDR/PREFIX"))?;
+            let addr: Ipv4Addr = addr.parse().map_err(|_| format!("P2P_IP={text}: bad address"))?;
+            let prefix: u8 = prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= 32)
+                .ok_or(format!("P2P_IP={text}: bad prefix"))?;
+            format!("Some(({:?}, {prefix}))", addr.octets())
+        }
+    };
+    let gateway = match setting("P2P_GATEWAY") {
+        None => "None".to_string(),
+        Some(text) => {
+            let addr: Ipv4Addr = text.parse().map_err(|_| format!("P2P_GATEWAY={text}: bad address"))?;
+            format!("Some({:?})", addr.octets())
+        }
+    };
+
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
+    std::fs::copy(&file, out.join("served.bin")).map_err(|e| e.to_string())?;
+    let geometry = Geometry::new(size);
+    let generated = format!(
+        "/// The served file ({size} bytes, {} blocks of {}).\n\
+         pub static FILE: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/served.bin\"));\n\
+         /// Blocks held, checked at build time; empty means all.\n\
+         pub const HELD: &str = {held:?};\n\
+         pub const PEERS: &[PeerAddr] = &[{}];\n\
+         /// A static address and prefix, or `None` for DHCP with a fallback.\n\
+         pub const STATIC_IP: Option<([u8; 4], u8)> = {static_ip};\n\
+         pub const GATEWAY: Option<[u8; 4]> = {gateway};\n",
+        geometry.block_count(),
+        geometry.block_size(),
+        peers.join(", "),
+    );
+    std::fs::write(out.join("settings.rs"), generated).map_err(|e| e.to_string())
+}

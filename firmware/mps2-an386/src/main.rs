@@ -1,0 +1,124 @@
+//! p2p-blocks firmware for the ARM MPS2 AN386 board (Cortex-M4, SMSC LAN9118 Ethernet), the
+//! board QEMU emulates as `mps2-an386`. Logs go out as defmt over semihosting.
+#![no_std]
+#![no_main]
+
+mod lan9118;
+mod stack;
+mod timer;
+
+use cortex_m::peripheral::NVIC;
+use cortex_m_rt::{ExceptionFrame, entry, exception};
+use cortex_m_semihosting::debug;
+use defmt_semihosting as _;
+use lan9118::Lan9118;
+use smoltcp::time::Instant;
+
+const LAN9118_BASE: usize = 0x4020_0000;
+const LAN9118_IRQ: u16 = 13;
+
+/// An interrupt line number, as the NVIC wants it.
+#[derive(Clone, Copy)]
+struct Irq(u16);
+
+// SAFETY: the numbers are this board's interrupt lines (LAN9118 and TIMER1), below the
+// Cortex-M4's 240.
+unsafe impl cortex_m::interrupt::InterruptNumber for Irq {
+    fn number(self) -> u16 {
+        self.0
+    }
+}
+
+struct Mps2 {
+    eth: Lan9118,
+    clock: timer::Clock,
+}
+
+impl p2p_firmware::Board for Mps2 {
+    type Device = Lan9118;
+
+    fn name(&self) -> &'static str {
+        "mps2-an386"
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.eth.mac()
+    }
+
+    fn device(&mut self) -> &mut Lan9118 {
+        &mut self.eth
+    }
+
+    fn now(&mut self) -> Instant {
+        self.clock.now()
+    }
+
+    fn sleep_until(&mut self, deadline: Option<Instant>) {
+        let now = self.clock.now();
+        let ms = deadline.map_or(timer::max_sleep_ms(), |at| (at - now).total_millis());
+        if ms == 0 {
+            return;
+        }
+        timer::wake_after(ms);
+        // The LAN9118 handler masks its line so a pending frame does not re-enter it; the
+        // frames are drained by the next interface poll, then the line is unmasked here.
+        self.eth.clear_interrupts();
+        // SAFETY: unmasking lines whose handlers (DefaultHandler below) only mask them again
+        // or acknowledge the timer; no data is shared with them.
+        unsafe {
+            NVIC::unmask(Irq(LAN9118_IRQ));
+            NVIC::unmask(Irq(timer::WAKE_IRQ));
+        }
+        cortex_m::asm::wfi();
+    }
+
+    fn stack_peak(&self) -> usize {
+        stack::peak_use()
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    stack::paint();
+    defmt::info!("p2p-blocks firmware on mps2-an386");
+    // SAFETY: 0x4020_0000 is the MPS2's LAN9118 register block, and only this driver uses it.
+    let eth = match unsafe { Lan9118::new(LAN9118_BASE) } {
+        Ok(eth) => eth,
+        Err(error) => defmt::panic!("LAN9118: {}", error),
+    };
+    let mut board = Mps2 {
+        eth,
+        clock: timer::Clock::start(),
+    };
+    p2p_firmware::run(&mut board)
+}
+
+/// Every device interrupt lands here (the board has no PAC): the LAN9118's line is masked
+/// until the main loop has drained the frames; the wake-up timer is acknowledged.
+#[exception]
+unsafe fn DefaultHandler(irq: i16) {
+    match u16::try_from(irq) {
+        Ok(LAN9118_IRQ) => NVIC::mask(Irq(LAN9118_IRQ)),
+        Ok(timer::WAKE_IRQ) => timer::acknowledge_wake(),
+        _ => defmt::panic!("unexpected interrupt {}", irq),
+    }
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    defmt::error!("hard fault at pc {=u32:#x}", frame.pc());
+    exit_failure()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    defmt::error!("panic: {}", defmt::Display2Format(info));
+    exit_failure()
+}
+
+/// Under QEMU, ends the emulation with a failure code the tests see; on a board without a
+/// debugger attached the semihosting call traps, and the fault resets it.
+fn exit_failure() -> ! {
+    debug::exit(debug::EXIT_FAILURE);
+    cortex_m::peripheral::SCB::sys_reset()
+}
