@@ -179,12 +179,12 @@ fn run_steps(
         ));
     }
     if !scheduler.is_finished() {
-        let unavailable = scheduler.unavailable();
+        let not_fetched = scheduler.done().complement();
         return Err(Failure::new(
             ExitCode::BlocksUnavailable,
             format!(
                 "blocks {} are held by no reachable peer; the rest is saved in {} (--continue resumes)",
-                RangesText(&unavailable.ranges()),
+                RangesText(&not_fetched.ranges()),
                 part.part_path().display()
             ),
         ));

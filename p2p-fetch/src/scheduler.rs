@@ -228,21 +228,6 @@ impl Scheduler {
     pub fn done_bytes(&self) -> u64 {
         self.lock().done_bytes
     }
-
-    /// Blocks not done that no live peer holds.
-    pub fn unavailable(&self) -> BlockSet {
-        let state = self.lock();
-        let mut missing = BlockSet::new(state.done.len());
-        for (block, holders) in state.holders.iter().enumerate() {
-            if let Ok(block) = u16::try_from(block)
-                && *holders == 0
-                && !state.done.contains(block)
-            {
-                missing.insert(block);
-            }
-        }
-        missing
-    }
 }
 
 #[cfg(test)]
@@ -327,7 +312,9 @@ mod tests {
             scheduler.assign(&head, &[], 100),
             Assignment::Fetch(range(0, 4))
         );
+        scheduler.release(range(0, 4));
         scheduler.drop_holder(&head);
-        assert_eq!(scheduler.unavailable().ranges(), vec![range(0, 8)]);
+        // Held by no live peer now: nothing to hand out.
+        assert_eq!(scheduler.assign(&head, &[], 100), Assignment::Wait);
     }
 }

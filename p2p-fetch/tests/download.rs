@@ -181,3 +181,41 @@ fn hostile_peers_are_dropped_with_a_warning_and_the_download_goes_on() {
         );
     }
 }
+
+#[test]
+fn a_seeding_fetcher_serves_the_file_to_the_next_one() {
+    use std::io::BufRead;
+    let (a, _, _) = chain();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = scratch("seed");
+    let mut seeder = p2p_fetch()
+        .arg(a.to_string())
+        .args(["--seed", "--listen", &format!("127.0.0.1:{port}"), "-o"])
+        .arg(dir.join("seeded.bin"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(seeder.stdout.take().unwrap()).lines();
+    let seeding = lines.find(|line| line.as_ref().is_ok_and(|line| line.starts_with("seeding")));
+    assert!(seeding.is_some(), "the seeder never started serving");
+    let output = dir.join("file.bin");
+    let result = run(p2p_fetch()
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-o")
+        .arg(&output));
+    seeder.kill().unwrap();
+    seeder.wait().unwrap();
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_is_the_file(&output);
+    // The seeder lists the peers it downloaded from.
+    assert!(
+        stdout(&result).contains(&format!("127.0.0.1:{port} lists 3 peers: {a}")),
+        "{}",
+        stdout(&result)
+    );
+}

@@ -204,3 +204,62 @@ fn a_killed_download_resumes_without_fetching_saved_blocks_again() {
     );
     assert!(!record.exists());
 }
+
+#[test]
+fn ctrl_c_keeps_the_partial_download_for_continue() {
+    let slow = Scripted::new(Blocks::Throttled(2 << 20)).start();
+    let dir = scratch("interrupt");
+    let output = dir.join("file.bin");
+    let record = dir.join("file.bin.part.blocks");
+    let child = p2p_fetch()
+        .arg(slow.to_string())
+        .arg("-o")
+        .arg(&output)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while recorded_blocks(&record) < 256 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signal = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(result.status.code(), Some(130), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("resume with --continue"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(recorded_blocks(&record) >= 256);
+    assert!(!output.exists());
+}
+
+#[test]
+fn a_dead_sole_holder_is_retried_with_backoff_then_dropped() {
+    let doomed = Scripted::new(Blocks::DieAfter(64 * 1024)).start();
+    let host = honest("0-3071", &[doomed]);
+    let dir = scratch("dead");
+    let output = dir.join("file.bin");
+    let result = run(p2p_fetch()
+        .arg(host.to_string())
+        .args(["--continue", "-o"])
+        .arg(&output));
+    let errors = stderr(&result);
+    assert_eq!(result.status.code(), Some(4), "{errors}");
+    assert!(
+        errors.contains(&format!("{doomed}: cannot connect")),
+        "{errors}"
+    );
+    assert!(errors.contains("retrying in 250 ms"), "{errors}");
+    assert!(errors.contains("dropping this peer"), "{errors}");
+    assert!(errors.contains("are held by no reachable peer"), "{errors}");
+}
