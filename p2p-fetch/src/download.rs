@@ -277,40 +277,59 @@ impl Download<'_> {
         }
     }
 
-    /// Writes a piece of block data, skipping blocks another connection already finished,
-    /// and marks each block it completes.
+    /// Writes a piece of block data, skipping blocks another connection already finished
+    /// (the first copy wins), and marks the blocks it completes.
     fn store(&self, offset: u32, data: &[u8], stats: &PeerStats) -> Result<(), PeerError> {
-        let block_size = self.geometry.block_size();
-        let mut offset = offset;
-        let mut data = data;
-        while !data.is_empty() {
-            let block = (offset / block_size) as u16;
-            let block_end = (u64::from(block) + 1) * u64::from(block_size);
-            let block_end = block_end.min(u64::from(self.geometry.file_size()));
-            let piece_len = (block_end - u64::from(offset)).min(data.len() as u64) as usize;
-            let (piece, rest) = data.split_at(piece_len);
-            if !self.scheduler.is_done(block)
-                && let Err(failure) = self.part.write_at(offset, piece)
-            {
+        let block_size = u64::from(self.geometry.block_size());
+        let start = u64::from(offset);
+        let end = start + data.len() as u64;
+        let (Ok(first), Ok(last)) = (
+            u16::try_from(start / block_size),
+            u16::try_from(end.saturating_sub(1) / block_size),
+        ) else {
+            return Ok(());
+        };
+        let Some(touched) = BlockRange::new(first, last) else {
+            return Ok(());
+        };
+        for run in self.scheduler.undone_runs(touched) {
+            let run_start = (u64::from(run.start()) * block_size).max(start);
+            let run_end = ((u64::from(run.end()) + 1) * block_size).min(end);
+            let piece = data
+                .get((run_start - start) as usize..(run_end - start) as usize)
+                .unwrap_or_default();
+            if let Err(failure) = self.part.write_at(run_start as u32, piece) {
                 let error = PeerError::Io(std::io::Error::other(failure.message.clone()));
                 self.control.fail(failure);
                 return Err(error);
             }
-            let piece_end = u64::from(offset) + piece_len as u64;
-            if piece_end == block_end {
-                let block_len = block_end - u64::from(block) * u64::from(block_size);
-                if self.scheduler.complete_block(block) {
-                    self.part.mark_done(block);
-                    stats.bytes.fetch_add(block_len, Ordering::Relaxed);
-                } else {
-                    stats
-                        .duplicate_bytes
-                        .fetch_add(block_len, Ordering::Relaxed);
-                }
-            }
-            offset = piece_end as u32;
-            data = rest;
         }
+        // Blocks whose last byte is in this piece are whole now (their earlier bytes came
+        // before, in the same response).
+        let file_end = u64::from(self.geometry.file_size());
+        let last_is_whole = end == ((u64::from(last) + 1) * block_size).min(file_end);
+        let last_whole = if last_is_whole {
+            Some(last)
+        } else {
+            last.checked_sub(1)
+        };
+        let Some(whole) = last_whole.and_then(|last| BlockRange::new(first, last)) else {
+            return Ok(());
+        };
+        let span_len = |range: BlockRange| {
+            self.geometry
+                .span(range)
+                .map_or(0, |span| u64::from(span.len))
+        };
+        let mut fresh_bytes = 0;
+        for run in self.scheduler.complete(whole) {
+            self.part.mark_done(run);
+            fresh_bytes += span_len(run);
+        }
+        stats.bytes.fetch_add(fresh_bytes, Ordering::Relaxed);
+        stats
+            .duplicate_bytes
+            .fetch_add(span_len(whole) - fresh_bytes, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use crate::blockset::BlockSet;
 use crate::exit::Failure;
 use crate::log::Log;
-use p2p_core::Geometry;
+use p2p_core::{BlockRange, Geometry};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
@@ -128,10 +128,13 @@ impl PartFile {
             })
     }
 
-    /// Notes that `block` is written whole; the record is saved by [`PartFile::save_record`].
-    pub fn mark_done(&self, block: u16) {
+    /// Notes that the blocks of `range` are written whole; the record is saved by
+    /// [`PartFile::save_record`].
+    pub fn mark_done(&self, range: BlockRange) {
         let mut record = self.lock();
-        record.dirty |= record.done.insert(block);
+        for block in range.start()..=range.end() {
+            record.dirty |= record.done.insert(block);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {

@@ -169,23 +169,30 @@ impl Scheduler {
         }
     }
 
-    pub fn is_done(&self, block: u16) -> bool {
-        self.lock().done.contains(block)
+    /// The blocks of `range` not done yet, as runs.
+    pub fn undone_runs(&self, range: BlockRange) -> Vec<BlockRange> {
+        let state = self.lock();
+        runs(range, |block| !state.done.contains(block))
     }
 
-    /// Records that `block` arrived whole; returns whether this was its first copy.
-    pub fn complete_block(&self, block: u16) -> bool {
+    /// Records that the blocks of `range` arrived whole; returns the runs of them that were
+    /// not done before (first copies).
+    pub fn complete(&self, range: BlockRange) -> Vec<BlockRange> {
         let mut state = self.lock();
-        let first = state.done.insert(block);
-        if first {
-            let len = self
+        let fresh = runs(range, |block| !state.done.contains(block));
+        for run in &fresh {
+            for block in run.start()..=run.end() {
+                state.done.insert(block);
+            }
+            state.done_bytes += self
                 .geometry
-                .span(BlockRange::single(block))
+                .span(*run)
                 .map_or(0, |span| u64::from(span.len));
-            state.done_bytes += len;
+        }
+        if !fresh.is_empty() {
             self.changed.notify_all();
         }
-        first
+        fresh
     }
 
     /// A request was answered or abandoned: its blocks not done are free again.
@@ -228,6 +235,26 @@ impl Scheduler {
     pub fn done_bytes(&self) -> u64 {
         self.lock().done_bytes
     }
+}
+
+/// The maximal runs of blocks in `range` for which `wanted` holds.
+fn runs(range: BlockRange, wanted: impl Fn(u16) -> bool) -> Vec<BlockRange> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for block in range.start()..=range.end() {
+        match (wanted(block), start) {
+            (true, None) => start = Some(block),
+            (false, Some(first)) => {
+                runs.extend(BlockRange::new(first, block - 1));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(first) = start {
+        runs.extend(BlockRange::new(first, range.end()));
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -283,10 +310,10 @@ mod tests {
         );
         // No third copy.
         assert_eq!(scheduler.assign(&everything, &[], 100), Assignment::Wait);
-        for block in 0..10 {
-            assert!(scheduler.complete_block(block));
-            assert!(!scheduler.complete_block(block));
-        }
+        assert_eq!(scheduler.complete(range(2, 3)), vec![range(2, 3)]);
+        assert_eq!(scheduler.undone_runs(first), vec![range(0, 1), range(4, 9)]);
+        assert_eq!(scheduler.complete(first), vec![range(0, 1), range(4, 9)]);
+        assert_eq!(scheduler.complete(first), vec![]);
         assert!(scheduler.is_finished());
         assert_eq!(scheduler.done_bytes(), 10 * 1024);
         assert_eq!(
