@@ -173,6 +173,9 @@ impl Connection {
         let mut input = self.buffer.get(..len).unwrap_or_default();
         while !input.is_empty() {
             let step = self.session.receive(input)?;
+            if step.consumed == 0 && step.event.is_none() {
+                break;
+            }
             input = input.get(step.consumed..).unwrap_or_default();
             if let Some(ClientEvent::Error(reason)) = step.event {
                 return Err(PeerError::Refused(truncate(reason)));

@@ -213,7 +213,7 @@ impl Download<'_> {
             }
             let was_idle = in_flight.is_empty();
             let mut batch = Vec::new();
-            while !nothing_left && in_flight.len() + batch.len() < pace.depth() {
+            while !nothing_left && connection.outstanding() + batch.len() < pace.depth() {
                 let own: Vec<BlockRange> = in_flight.iter().chain(&batch).copied().collect();
                 match self.scheduler.assign(held, &own, pace.request_blocks()) {
                     Assignment::Fetch(range) => batch.push(range),

@@ -251,3 +251,75 @@ fn read_record(path: &Path, geometry: Geometry) -> Result<BlockSet, String> {
     BlockSet::from_bytes(geometry.block_count(), bitmap.to_vec())
         .ok_or_else(|| format!("{} is truncated or too long", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("p2p-fetch-unit-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::create_dir_all(&dir);
+        dir.join("file.bin")
+    }
+
+    fn quiet() -> Log {
+        Log {
+            quiet: true,
+            ..Log::default()
+        }
+    }
+
+    #[test]
+    fn saved_blocks_are_resumed_and_a_record_for_another_size_is_not() {
+        let output = scratch("resume");
+        let geometry = Geometry::new(10 * 1024 + 5);
+        let (part, done) = PartFile::open(&output, geometry, false, &quiet()).unwrap();
+        assert!(done.is_empty());
+        part.write_at(1024, &[7; 2048]).unwrap();
+        part.mark_done(BlockRange::new(1, 2).unwrap());
+        part.save_record().unwrap();
+        drop(part);
+
+        let (_, done) = PartFile::open(&output, geometry, true, &quiet()).unwrap();
+        assert_eq!(done.ranges(), vec![BlockRange::new(1, 2).unwrap()]);
+        let other = Geometry::new(20 * 1024);
+        let (_, done) = PartFile::open(&output, other, true, &quiet()).unwrap();
+        assert!(done.is_empty());
+        // Without --continue the part starts over.
+        let (part, done) = PartFile::open(&output, other, false, &quiet()).unwrap();
+        assert!(done.is_empty());
+        part.finish(other.file_size()).unwrap();
+        assert_eq!(fs::metadata(&output).unwrap().len(), 20 * 1024);
+        assert!(!with_suffix(&output, ".part").exists());
+        assert!(!with_suffix(&output, ".part.blocks").exists());
+    }
+
+    #[test]
+    fn garbage_records_are_refused() {
+        let output = scratch("garbage");
+        let record = with_suffix(&output, ".part.blocks");
+        let geometry = Geometry::new(4096);
+        fs::write(&record, b"not a record").unwrap();
+        assert!(
+            read_record(&record, geometry)
+                .unwrap_err()
+                .contains("not a p2p-fetch block record")
+        );
+        let mut truncated = RECORD_MAGIC.to_vec();
+        truncated.extend_from_slice(&4096u32.to_be_bytes());
+        fs::write(&record, &truncated).unwrap();
+        assert!(
+            read_record(&record, geometry)
+                .unwrap_err()
+                .contains("truncated")
+        );
+        truncated.push(0b1111_0101);
+        fs::write(&record, &truncated).unwrap();
+        assert_eq!(
+            read_record(&record, geometry).map(|done| done.count()),
+            Ok(2)
+        );
+    }
+}
