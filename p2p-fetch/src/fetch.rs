@@ -9,6 +9,7 @@ use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
 use crate::part_file::PartFile;
 use crate::progress::Progress;
+use crate::scheduler::Scheduler;
 use crate::target;
 use p2p_core::{Geometry, PeerAddr};
 use serde_json::{Value, json};
@@ -65,13 +66,14 @@ fn run_steps(
         ));
     }
     let host = target::resolve(&args.host, args.port)?;
-    let listener = if args.seed {
-        let listener = TcpListener::bind(args.listen)
-            .map_err(|error| Failure::io(format!("cannot listen on {}", args.listen), error))?;
-        Some(listener)
-    } else {
-        None
-    };
+    // Bound before the download, so a busy port fails now rather than after it.
+    let listener = args
+        .seed
+        .then(|| {
+            TcpListener::bind(args.listen)
+                .map_err(|error| Failure::io(format!("cannot listen on {}", args.listen), error))
+        })
+        .transpose()?;
     let search = Search {
         max_peers: usize::from(args.max_peers),
         timeout: Duration::from_secs(args.timeout),
@@ -80,17 +82,12 @@ fn run_steps(
     let swarm = discovery::discover(host, &search, log)?;
     let geometry = Geometry::new(swarm.file_size);
     summary.insert("file_size".into(), json!(swarm.file_size));
-    let count = geometry.block_count();
     let holdings: Vec<BlockSet> = swarm
         .peers
         .iter()
-        .map(|peer| BlockSet::from_ranges(count, &peer.ranges))
+        .map(|peer| BlockSet::from_ranges(geometry.block_count(), &peer.ranges))
         .collect();
-    let mut held_anywhere = BlockSet::new(count);
-    for held in &holdings {
-        held_anywhere.union_with(held);
-    }
-    let not_held = held_anywhere.complement();
+    let not_held = not_held_by_any(geometry, &holdings);
     if !args.resume && !not_held.is_empty() {
         return Err(Failure::new(
             ExitCode::BlocksUnavailable,
@@ -108,9 +105,8 @@ fn run_steps(
             RangesText(&missing.ranges())
         ));
     }
-    let scheduler = crate::scheduler::Scheduler::new(geometry, done.clone(), &holdings);
+    let scheduler = Scheduler::new(geometry, done, &holdings);
     let control = Control::default();
-    let stats: Vec<PeerStats> = swarm.peers.iter().map(|_| PeerStats::default()).collect();
     let download = Download {
         geometry,
         scheduler: &scheduler,
@@ -119,72 +115,37 @@ fn run_steps(
         log,
         timeout: search.timeout,
     };
+    let stats: Vec<PeerStats> = swarm.peers.iter().map(|_| PeerStats::default()).collect();
     let resumed = scheduler.done_bytes();
-    let mut progress = Progress::new(log, u64::from(swarm.file_size), resumed);
-    let mut record_result = Ok(());
-    std::thread::scope(|scope| {
-        let mut workers = Vec::new();
-        for ((peer, held), peer_stats) in swarm.peers.iter().zip(&holdings).zip(&stats) {
-            if held.minus(&done).is_empty() {
-                continue;
-            }
-            let download = &download;
-            let connections = usize::from(args.connections_per_peer);
-            workers.push(
-                scope.spawn(move || download.run_peer(peer.addr, held, peer_stats, connections)),
-            );
-        }
-        let mut last_record = Instant::now();
-        loop {
-            std::thread::sleep(TICK);
-            let active = stats
-                .iter()
-                .filter(|stats| stats.connections.load(Ordering::SeqCst) > 0)
-                .count();
-            progress.update(scheduler.done_bytes(), active);
-            if last_record.elapsed() >= RECORD_INTERVAL {
-                last_record = Instant::now();
-                if let Err(failure) = part.save_record() {
-                    control.fail(failure);
-                }
-            }
-            if interrupted.load(Ordering::SeqCst)
-                || scheduler.is_finished()
-                || control.is_stopped()
-                || workers.iter().all(|worker| worker.is_finished())
-            {
-                break;
-            }
-        }
-        control.stop();
-        record_result = part.save_record();
-    });
-    progress.finish();
+    let transferred = transfer(
+        &download,
+        &swarm,
+        &holdings,
+        &stats,
+        usize::from(args.connections_per_peer),
+        interrupted,
+    );
     let elapsed = started.elapsed();
     let fetched = scheduler.done_bytes().saturating_sub(resumed);
     describe(summary, &swarm, &stats, elapsed, fetched, resumed);
-    if let Some(failure) = control.take_failure() {
-        return Err(failure);
-    }
-    record_result?;
+    transferred?;
     if interrupted.load(Ordering::SeqCst) {
         return Err(Failure::new(
             ExitCode::Interrupted,
             format!(
                 "interrupted: {} of {} blocks saved in {}; resume with --continue",
                 scheduler.done().count(),
-                count,
+                geometry.block_count(),
                 part.part_path().display()
             ),
         ));
     }
     if !scheduler.is_finished() {
-        let not_fetched = scheduler.done().complement();
         return Err(Failure::new(
             ExitCode::BlocksUnavailable,
             format!(
                 "blocks {} are held by no reachable peer; the rest is saved in {} (--continue resumes)",
-                RangesText(&not_fetched.ranges()),
+                RangesText(&scheduler.done().complement().ranges()),
                 part.part_path().display()
             ),
         ));
@@ -192,9 +153,7 @@ fn run_steps(
     if args.sha256.is_some() || args.json {
         let digest = sha256_of(part.part_path())?;
         summary.insert("sha256".into(), json!(hex(&digest)));
-        if let Some(expected) = args.sha256
-            && expected != digest
-        {
+        if let Some(expected) = args.sha256.filter(|expected| *expected != digest) {
             part.discard_record()?;
             return Err(Failure::new(
                 ExitCode::ChecksumMismatch,
@@ -214,15 +173,86 @@ fn run_steps(
         swarm.file_size,
         elapsed.as_secs_f64()
     ));
-    if let Some(listener) = listener {
+    *seed = listener.map(|listener| {
         let peers = swarm
             .peers
             .iter()
             .map(|peer| PeerAddr::from(peer.addr))
             .collect();
-        *seed = Some((listener, peers));
-    }
+        (listener, peers)
+    });
     Ok(())
+}
+
+/// The blocks of the file that none of `holdings` has.
+fn not_held_by_any(geometry: Geometry, holdings: &[BlockSet]) -> BlockSet {
+    let mut held = BlockSet::new(geometry.block_count());
+    for holding in holdings {
+        held.union_with(holding);
+    }
+    held.complement()
+}
+
+/// Runs every peer's connections while the main thread shows progress and saves the record,
+/// until the file is complete, Ctrl-C, a local failure, or no peer has anything left to give.
+fn transfer(
+    download: &Download<'_>,
+    swarm: &Swarm,
+    holdings: &[BlockSet],
+    stats: &[PeerStats],
+    connections_per_peer: usize,
+    interrupted: &AtomicBool,
+) -> Result<(), Failure> {
+    let scheduler = download.scheduler;
+    let control = download.control;
+    let done_at_start = scheduler.done();
+    let mut progress = Progress::new(
+        download.log,
+        u64::from(swarm.file_size),
+        scheduler.done_bytes(),
+    );
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = swarm
+            .peers
+            .iter()
+            .zip(holdings)
+            .zip(stats)
+            .filter(|((_, held), _)| !held.minus(&done_at_start).is_empty())
+            .map(|((peer, held), peer_stats)| {
+                scope.spawn(move || {
+                    download.run_peer(peer.addr, held, peer_stats, connections_per_peer)
+                })
+            })
+            .collect();
+        let mut last_record = Instant::now();
+        loop {
+            std::thread::sleep(TICK);
+            let active = stats
+                .iter()
+                .filter(|stats| stats.connections.load(Ordering::SeqCst) > 0)
+                .count();
+            progress.update(scheduler.done_bytes(), active);
+            if last_record.elapsed() >= RECORD_INTERVAL {
+                last_record = Instant::now();
+                if let Err(failure) = download.part.save_record() {
+                    control.fail(failure);
+                }
+            }
+            if interrupted.load(Ordering::SeqCst)
+                || scheduler.is_finished()
+                || control.is_stopped()
+                || workers.iter().all(|worker| worker.is_finished())
+            {
+                break;
+            }
+        }
+        control.stop();
+    });
+    progress.finish();
+    if let Some(failure) = control.take_failure() {
+        return Err(failure);
+    }
+    download.part.save_record()
 }
 
 /// Fills the `--json` summary.

@@ -46,7 +46,7 @@ impl<'a> Progress<'a> {
     pub fn update(&mut self, done: u64, active_peers: usize) {
         if let Some(bar) = self.log.bar.get() {
             bar.set_position(done);
-            bar.set_message(format!("{active_peers} peers"));
+            bar.set_message(peers(active_peers));
             return;
         }
         if self.last_line.elapsed() < LINE_INTERVAL {
@@ -65,10 +65,11 @@ impl<'a> Progress<'a> {
             "unknown".to_string()
         };
         self.log.progress(&format!(
-            "{percent:.1}% {}/{} at {}/s, ETA {eta}, {active_peers} peers",
+            "{percent:.1}% {}/{} at {}/s, ETA {eta}, from {}",
             HumanBytes(done),
             HumanBytes(self.total),
             HumanBytes(rate as u64),
+            peers(active_peers),
         ));
     }
 
@@ -81,5 +82,12 @@ impl<'a> Progress<'a> {
         if let Some(bar) = self.log.bar.get() {
             bar.finish_and_clear();
         }
+    }
+}
+
+fn peers(count: usize) -> String {
+    match count {
+        1 => "1 peer".to_string(),
+        count => format!("{count} peers"),
     }
 }
