@@ -219,3 +219,77 @@ fn a_seeding_fetcher_serves_the_file_to_the_next_one() {
         stdout(&result)
     );
 }
+
+#[test]
+fn every_peer_serves_in_parallel() {
+    let rate = 4 << 20;
+    let others: Vec<SocketAddrV4> = (0..3)
+        .map(|_| Scripted::new(Blocks::Throttled(rate)).start())
+        .collect();
+    let host = Scripted {
+        peers: others.clone(),
+        ..Scripted::new(Blocks::Throttled(rate))
+    }
+    .start();
+    let dir = scratch("parallel");
+    let output = dir.join("file.bin");
+    let result = run(p2p_fetch()
+        .arg(host.to_string())
+        .args(["--json", "-o"])
+        .arg(&output));
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_is_the_file(&output);
+    let summary = summary(&result);
+    for peer in others.iter().chain([&host]) {
+        let entry = peer_summary(&summary, *peer);
+        assert!(
+            entry["bytes"].as_u64().unwrap() > 0,
+            "{peer} sent nothing: {summary}"
+        );
+    }
+}
+
+#[test]
+fn duplicates_unusable_addresses_and_peers_beyond_max_peers_are_skipped() {
+    let (_, b, c) = chain();
+    let unusable = [
+        "0.0.0.0:9",
+        "224.0.0.1:9",
+        "255.255.255.255:9",
+        "127.0.0.1:0",
+    ];
+    let mut listed = vec![b, b];
+    listed.extend(
+        unusable
+            .iter()
+            .map(|addr| addr.parse::<SocketAddrV4>().unwrap()),
+    );
+    let host = honest("0-3071", &listed);
+    let dir = scratch("skipped");
+    let output = dir.join("file.bin");
+    let result = run(p2p_fetch()
+        .arg(host.to_string())
+        .args(["--json", "-v", "--max-peers", "2", "-o"])
+        .arg(&output));
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_is_the_file(&output);
+    let summary = summary(&result);
+    let used: Vec<&str> = summary["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|peer| peer["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(used, [host.to_string(), b.to_string()]);
+    let details = stderr(&result);
+    for addr in unusable {
+        assert!(
+            details.contains(&format!("lists {addr}, which cannot be a peer; skipped")),
+            "{details}"
+        );
+    }
+    assert!(
+        details.contains(&format!("lists {c}; skipped, --max-peers 2 reached")),
+        "{details}"
+    );
+}
