@@ -24,6 +24,9 @@ const MAX_FAILURES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// How long an idle connection waits for blocks to come free before looking again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// An idle connection sends a File Size Request this often, so the server (which closes
+/// connections idle for 30 s by default) keeps it open while blocks may still come free.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Stopping everything: on completion, Ctrl-C or a local I/O failure.
 #[derive(Default)]
@@ -207,6 +210,7 @@ impl Download<'_> {
         connection.send(&[Request::FileSize])?;
         let mut pace = Pace::new(self.geometry.block_size());
         let mut nothing_left = false;
+        let mut last_send = Instant::now();
         loop {
             if self.control.is_stopped() || self.scheduler.is_finished() {
                 return Ok(());
@@ -231,6 +235,7 @@ impl Download<'_> {
                     .collect();
                 in_flight.extend(batch);
                 connection.send(&requests)?;
+                last_send = Instant::now();
                 if was_idle {
                     pace.restart();
                 }
@@ -239,8 +244,13 @@ impl Download<'_> {
                 if nothing_left {
                     return Ok(());
                 }
-                self.scheduler.wait(IDLE_WAIT);
-                continue;
+                if last_send.elapsed() >= KEEPALIVE {
+                    connection.send(&[Request::FileSize])?;
+                    last_send = Instant::now();
+                } else {
+                    self.scheduler.wait(IDLE_WAIT);
+                    continue;
+                }
             }
             connection.receive(&mut |event, completed| {
                 match event {

@@ -294,8 +294,10 @@ fn describe(
             "errors": [dropped.reason],
         })
     }));
+    let errors: Vec<String> = summary_errors(&peers);
     let seconds = elapsed.as_secs_f64();
     summary.insert("peers".into(), Value::Array(peers));
+    summary.insert("errors".into(), json!(errors));
     summary.insert("bytes_downloaded".into(), json!(fetched));
     summary.insert("bytes_resumed".into(), json!(resumed));
     summary.insert("duration_secs".into(), json!(seconds));
@@ -303,6 +305,22 @@ fn describe(
         "rate_bytes_per_sec".into(),
         json!(fetched as f64 / seconds.max(1e-3)),
     );
+}
+
+/// Every peer's errors as `ADDRESS: error`, in one list.
+fn summary_errors(peers: &[Value]) -> Vec<String> {
+    peers
+        .iter()
+        .flat_map(|peer| {
+            let address = peer["address"].as_str().unwrap_or_default().to_string();
+            peer["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|error| error.as_str())
+                .map(move |error| format!("{address}: {error}"))
+        })
+        .collect()
 }
 
 /// The SHA-256 of a file, read in pieces.

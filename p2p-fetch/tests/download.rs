@@ -158,6 +158,8 @@ fn hostile_peers_are_dropped_with_a_warning_and_the_download_goes_on() {
     assert!(result.status.success(), "{}", stderr(&result));
     assert_is_the_file(&output);
     let summary = summary(&result);
+    let errors = summary["errors"].as_array().unwrap();
+    assert!(errors.len() >= 4, "{summary}");
     let warnings = stderr(&result);
     for (peer, expected, dropped) in [
         (
