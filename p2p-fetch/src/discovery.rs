@@ -117,21 +117,14 @@ pub fn discover(host: SocketAddrV4, search: &Search, log: &Log) -> Result<Swarm,
             print_answers(addr, &answer, log);
             for listed in answer.peers {
                 let listed_addr = SocketAddrV4::from(listed);
-                if !listed.is_usable() {
-                    log.detail(&format!(
-                        "{addr} lists {listed_addr}, which cannot be a peer; skipped"
-                    ));
-                } else if is_own(listed_addr, search.own_address) {
-                    log.detail(&format!("{addr} lists {listed_addr}, which is us; skipped"));
-                } else if known.contains(&listed_addr) {
-                } else if known.len() >= search.max_peers {
-                    log.detail(&format!(
-                        "{addr} lists {listed_addr}; skipped, --max-peers {} reached",
-                        search.max_peers
-                    ));
-                } else {
-                    known.insert(listed_addr);
-                    next.push(listed_addr);
+                match skip_reason(listed, &known, search) {
+                    Some(reason) => {
+                        log.detail(&format!("{addr} lists {listed_addr}: {reason}; skipped"))
+                    }
+                    None => {
+                        known.insert(listed_addr);
+                        next.push(listed_addr);
+                    }
                 }
             }
             swarm.peers.push(Peer {
@@ -142,6 +135,22 @@ pub fn discover(host: SocketAddrV4, search: &Search, log: &Log) -> Result<Swarm,
         level = next;
     }
     Ok(swarm)
+}
+
+/// Why a listed address is not surveyed, or `None` when it is a new peer to ask.
+fn skip_reason(listed: PeerAddr, known: &HashSet<SocketAddrV4>, search: &Search) -> Option<String> {
+    let addr = SocketAddrV4::from(listed);
+    if !listed.is_usable() {
+        Some("cannot be a peer".to_string())
+    } else if is_own(addr, search.own_address) {
+        Some("that is us".to_string())
+    } else if known.contains(&addr) {
+        Some("already known".to_string())
+    } else if known.len() >= search.max_peers {
+        Some(format!("--max-peers {} reached", search.max_peers))
+    } else {
+        None
+    }
 }
 
 fn print_answers(addr: SocketAddrV4, answers: &Answers, log: &Log) {

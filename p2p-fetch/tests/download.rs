@@ -286,12 +286,12 @@ fn duplicates_unusable_addresses_and_peers_beyond_max_peers_are_skipped() {
     let details = stderr(&result);
     for addr in unusable {
         assert!(
-            details.contains(&format!("lists {addr}, which cannot be a peer; skipped")),
+            details.contains(&format!("lists {addr}: cannot be a peer; skipped")),
             "{details}"
         );
     }
     assert!(
-        details.contains(&format!("lists {c}; skipped, --max-peers 2 reached")),
+        details.contains(&format!("lists {c}: --max-peers 2 reached; skipped")),
         "{details}"
     );
 }
