@@ -2,7 +2,6 @@
 //! pipelined, responses come back as events. Every wait is bounded by the stall timeout.
 
 use p2p_core::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
-use p2p_core::wire::MAX_REASON_LEN;
 use p2p_core::{BlockRange, Request};
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
@@ -178,7 +177,7 @@ impl Connection {
             }
             input = input.get(step.consumed..).unwrap_or_default();
             if let Some(ClientEvent::Error(reason)) = step.event {
-                return Err(PeerError::Refused(truncate(reason)));
+                return Err(PeerError::Refused(printable(reason)));
             }
             if step.event.is_some() || step.completed.is_some() {
                 on_event(step.event, step.completed)?;
@@ -195,7 +194,28 @@ impl Connection {
     }
 }
 
-/// A peer's reason text, bounded for printing.
-fn truncate(reason: &str) -> String {
-    reason.chars().take(MAX_REASON_LEN).collect()
+/// A peer's reason text (already at most 255 bytes) made safe to print: control
+/// characters, such as a terminal's escape sequences, are replaced.
+pub fn printable(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_cannot_drive_the_terminal() {
+        assert_eq!(printable("busy \x1b[2J now"), "busy \u{fffd}[2J now");
+        assert_eq!(printable("plain"), "plain");
+    }
 }

@@ -3,7 +3,7 @@
 //! its blocks back; its peer is retried with backoff, then dropped.
 
 use crate::blockset::BlockSet;
-use crate::connection::{Connection, PeerError};
+use crate::connection::{Connection, PeerError, printable};
 use crate::discovery::LIMITS;
 use crate::exit::Failure;
 use crate::log::Log;
@@ -267,7 +267,7 @@ impl Download<'_> {
                         let range = in_flight.front().copied().unwrap_or(BlockRange::single(0));
                         return Err(PeerError::BlockFailure {
                             range,
-                            reason: reason.to_string(),
+                            reason: printable(reason),
                         });
                     }
                     _ => {}

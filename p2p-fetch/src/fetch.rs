@@ -80,6 +80,12 @@ fn run_steps(
         own_address: args.seed.then_some(args.listen),
     };
     let swarm = discovery::discover(host, &search, log)?;
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Failure::new(
+            ExitCode::Interrupted,
+            "interrupted before downloading",
+        ));
+    }
     let geometry = Geometry::new(swarm.file_size);
     summary.insert("file_size".into(), json!(swarm.file_size));
     let holdings: Vec<BlockSet> = swarm
