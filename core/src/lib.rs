@@ -25,6 +25,8 @@
 )]
 
 pub mod client;
+#[cfg(feature = "smoltcp")]
+pub mod driver;
 pub mod geometry;
 pub mod ranges;
 pub mod server;

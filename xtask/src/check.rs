@@ -17,12 +17,28 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     install_embedded_target()?;
     if !args.no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
-        run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     // Building for a target without std or a heap proves the core needs neither.
-    run(cargo().args(["build", "-p", "p2p-core", "--target", EMBEDDED_TARGET, "--all-features"]))?;
+    run(cargo().args([
+        "build",
+        "-p",
+        "p2p-core",
+        "--target",
+        EMBEDDED_TARGET,
+        "--all-features",
+    ]))?;
     // Binaries first: the end-to-end tests run them.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    // The core's optional parts (the smoltcp driver, defmt) are tested on their own too.
+    run(cargo().args(["test", "-p", "p2p-core", "--all-features"]))?;
     run(cargo().args(["test", "--workspace"]))?;
     Ok(())
 }
@@ -32,7 +48,9 @@ pub fn install_embedded_target() -> Result<(), String> {
     let installed = command("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map_err(|error| format!("cannot run rustup ({error}); install {EMBEDDED_TARGET} by hand"))?;
+        .map_err(|error| {
+            format!("cannot run rustup ({error}); install {EMBEDDED_TARGET} by hand")
+        })?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
         .any(|line| line.trim() == EMBEDDED_TARGET)

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod firmware;
 mod net;
 mod run;
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Every check: formatting, clippy, the embedded build, unit and end-to-end tests.
     Test(check::TestArgs),
+    /// Build the firmware boards, or measure their footprint.
+    Firmware(firmware::FirmwareArgs),
     /// Private test networks: a network namespace with a bridge and TAP devices.
     Net(net::NetArgs),
 }
@@ -25,6 +28,7 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Test(args) => check::run_all(args),
+        Command::Firmware(args) => firmware::run_command(args),
         Command::Net(args) => net::run(args),
     };
     match result {

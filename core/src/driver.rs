@@ -1,0 +1,547 @@
+//! Serving the protocol on a pool of smoltcp TCP sockets: the code firmware and host-sim share.
+//!
+//! smoltcp has no accept backlog: a socket in `Listen` takes one connection, and a SYN that
+//! finds no listener is reset. So the pool keeps every socket that is not serving listening,
+//! and serves at most `N - 2` connections at once: at least two sockets listen at all times,
+//! so a client connecting while another connection closes is not turned away. A connection
+//! beyond that limit gets an Error saying the server is busy and is closed.
+//!
+//! Bytes move between the sessions and the sockets' own buffers through smoltcp's in-place
+//! `recv`/`send` closures: block data is read from the store straight into the transmit buffer.
+
+use crate::server::{CloseReason, ServerConfig, ServerSession, SessionEvent};
+use crate::time::{Duration, Instant};
+use crate::wire::{Reason, ResponseHeader};
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as NetInstant;
+use smoltcp::wire::IpEndpoint;
+
+/// Sockets that always listen; the rest serve.
+pub const LISTENERS: usize = 2;
+
+/// How long a connection refused as busy may take to close before it is reset.
+const BUSY_LINGER: Duration = Duration::from_millis(1000);
+
+/// Why a served connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Ended {
+    /// The session asked to close.
+    Session(CloseReason),
+    /// The peer closed or reset the connection.
+    Peer,
+}
+
+/// What the driver saw, for the caller's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DriverEvent {
+    Connected {
+        slot: usize,
+        remote: Option<IpEndpoint>,
+    },
+    Session {
+        slot: usize,
+        event: SessionEvent,
+    },
+    /// A connection beyond the limit, told the server is busy and closed.
+    Busy {
+        remote: Option<IpEndpoint>,
+    },
+    Closed {
+        slot: usize,
+        ended: Ended,
+    },
+}
+
+/// The receive and transmit buffers of one socket, owned by the caller (static arrays on
+/// firmware). The server only receives requests of at most 5 bytes: a small receive buffer
+/// suffices, while the transmit buffer bounds how much block data is in flight.
+pub struct SocketBuffers<'a> {
+    pub rx: &'a mut [u8],
+    pub tx: &'a mut [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// Listening, or not yet re-armed.
+    Idle,
+    Serving,
+    /// Closed by us (or refused as busy); waits for the socket to reach `Closed`, and is
+    /// reset at this deadline if the peer has not finished closing by then, so a peer that
+    /// never closes cannot hold a socket of the pool.
+    Draining(Instant),
+}
+
+struct Slot<'a> {
+    handle: SocketHandle,
+    state: SlotState,
+    session: Option<ServerSession<'a>>,
+}
+
+/// A pool of `N` TCP sockets serving the protocol on one port.
+pub struct Server<'a, const N: usize> {
+    config: ServerConfig<'a>,
+    port: u16,
+    slots: [Slot<'a>; N],
+}
+
+/// Protocol time from the network stack's clock.
+fn protocol_time(now: NetInstant) -> Instant {
+    Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0))
+}
+
+fn network_time(at: Instant) -> NetInstant {
+    NetInstant::from_millis(i64::try_from(at.millis()).unwrap_or(i64::MAX))
+}
+
+impl<'a, const N: usize> Server<'a, N> {
+    /// Adds `N` sockets built on `buffers` to `sockets`, all listening on `port`.
+    /// `N` must be at least 3 (two listeners and one connection); smaller pools serve nothing.
+    pub fn new(
+        config: ServerConfig<'a>,
+        port: u16,
+        sockets: &mut SocketSet<'a>,
+        buffers: [SocketBuffers<'a>; N],
+    ) -> Self {
+        let slots = buffers.map(|buffers| {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(buffers.rx),
+                tcp::SocketBuffer::new(buffers.tx),
+            );
+            // Responses are written whole; waiting to coalesce small ones only adds delay.
+            socket.set_nagle_enabled(false);
+            Slot {
+                handle: sockets.add(socket),
+                state: SlotState::Idle,
+                session: None,
+            }
+        });
+        let mut server = Self {
+            config,
+            port,
+            slots,
+        };
+        for slot in &mut server.slots {
+            let _ = sockets.get_mut::<tcp::Socket>(slot.handle).listen(port);
+        }
+        server
+    }
+
+    /// The sockets' handles, for tuning them (congestion control, keep-alive ...).
+    pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
+        self.slots.iter().map(|slot| slot.handle)
+    }
+
+    /// Connections being served now.
+    pub fn serving(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.state == SlotState::Serving)
+            .count()
+    }
+
+    /// Moves bytes between every socket and its session, opens sessions for new connections,
+    /// closes ended ones and re-arms their sockets. Call after every interface poll, then poll
+    /// the interface again to send what was queued. Returns when the driver next needs a poll
+    /// even if no packet arrives.
+    pub fn poll(
+        &mut self,
+        now: NetInstant,
+        sockets: &mut SocketSet<'a>,
+        on_event: &mut dyn FnMut(DriverEvent),
+    ) -> Option<NetInstant> {
+        let time = protocol_time(now);
+        let limit = N.saturating_sub(LISTENERS);
+        let mut serving = self.serving();
+        let mut next: Option<Instant> = None;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            match slot.state {
+                SlotState::Idle if socket.state() == tcp::State::Closed => {
+                    let _ = socket.listen(self.port);
+                }
+                SlotState::Idle
+                    if socket.is_active() && socket.state() != tcp::State::SynReceived =>
+                {
+                    if serving >= limit {
+                        on_event(DriverEvent::Busy {
+                            remote: socket.remote_endpoint(),
+                        });
+                        refuse_busy(socket);
+                        slot.state = SlotState::Draining(time + BUSY_LINGER);
+                        continue;
+                    }
+                    serving += 1;
+                    slot.state = SlotState::Serving;
+                    slot.session = Some(ServerSession::new(self.config, time));
+                    on_event(DriverEvent::Connected {
+                        slot: index,
+                        remote: socket.remote_endpoint(),
+                    });
+                }
+                SlotState::Draining(_) if socket.state() == tcp::State::Closed => {
+                    slot.state = SlotState::Idle;
+                    let _ = socket.listen(self.port);
+                }
+                SlotState::Draining(deadline) => {
+                    if time >= deadline {
+                        socket.abort();
+                    } else {
+                        next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    }
+                }
+                _ => {}
+            }
+            if slot.state != SlotState::Serving {
+                continue;
+            }
+            let Some(session) = slot.session.as_mut() else {
+                slot.state = SlotState::Draining(time + self.config.idle_timeout);
+                continue;
+            };
+            let ended = serve(session, socket, time, index, on_event);
+            if let Some(ended) = ended {
+                on_event(DriverEvent::Closed { slot: index, ended });
+                slot.session = None;
+                slot.state = SlotState::Draining(time + self.config.idle_timeout);
+                serving = serving.saturating_sub(1);
+                if socket.state() == tcp::State::Closed {
+                    slot.state = SlotState::Idle;
+                    let _ = socket.listen(self.port);
+                }
+                continue;
+            }
+            if let Some(at) = session.poll_at() {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next.map(network_time)
+    }
+}
+
+/// One round of moving bytes for one connection; `Some` once it has ended.
+fn serve(
+    session: &mut ServerSession<'_>,
+    socket: &mut tcp::Socket<'_>,
+    now: Instant,
+    slot: usize,
+    on_event: &mut dyn FnMut(DriverEvent),
+) -> Option<Ended> {
+    if !socket.is_open() || socket.state() == tcp::State::TimeWait {
+        return Some(Ended::Peer);
+    }
+    // Two rounds each way: a ring buffer hands out its contiguous part first.
+    for _ in 0..2 {
+        if !(socket.can_recv() && session.wants_receive()) {
+            break;
+        }
+        let _ = socket.recv(|received| {
+            let used = session.receive(received, now, &mut |event| {
+                on_event(DriverEvent::Session { slot, event })
+            });
+            (used, ())
+        });
+    }
+    for _ in 0..2 {
+        if !(socket.can_send() && session.wants_transmit()) {
+            break;
+        }
+        let _ = socket.send(|space| (session.transmit(space, now), ()));
+    }
+    if let Some(reason) = session.close_reason(now) {
+        match reason {
+            // The Error must reach the peer: close after it is sent.
+            CloseReason::ProtocolError => socket.close(),
+            // Nobody is reading, or nothing correct can follow: drop the connection.
+            CloseReason::IdleTimeout | CloseReason::StoreFailed => socket.abort(),
+        }
+        return Some(Ended::Session(reason));
+    }
+    // The peer finished sending and has every answer: finish our side too.
+    if !socket.may_recv() && !session.wants_transmit() {
+        socket.close();
+        return Some(Ended::Peer);
+    }
+    None
+}
+
+/// Tells a connection over the limit that the server is busy, and closes it.
+fn refuse_busy(socket: &mut tcp::Socket<'_>) {
+    const BUSY: &str = "server busy: too many connections; try again later";
+    let mut message = [0u8; BUSY.len() + 2];
+    if let Ok(reason) = Reason::new(BUSY)
+        && let Ok(len) = ResponseHeader::Error(reason).emit(&mut message)
+    {
+        let _ = socket.send_slice(message.get(..len).unwrap_or_default());
+    }
+    socket.close();
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::SliceStore;
+    use crate::client::{ClientEvent, ClientLimits, ClientSession};
+    use crate::wire::Request;
+    use smoltcp::iface::{Config, Interface, SocketStorage};
+    use smoltcp::phy::{Loopback, Medium};
+    use smoltcp::time::Duration as NetDuration;
+    use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+    use std::vec::Vec;
+
+    /// An interface on smoltcp's loopback device with a served pool of 3 sockets (so one
+    /// connection at a time) and room for client sockets.
+    struct Net<'a> {
+        device: Loopback,
+        iface: Interface,
+        sockets: SocketSet<'a>,
+        server: Server<'a, 3>,
+        now: NetInstant,
+        events: Vec<DriverEvent>,
+    }
+
+    impl<'a> Net<'a> {
+        fn new(store: &'a SliceStore<'a, 1>, storage: &'a mut [SocketStorage<'a>]) -> Self {
+            let mut device = Loopback::new(Medium::Ethernet);
+            let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+            let now = NetInstant::from_millis(0);
+            let mut iface = Interface::new(config, &mut device, now);
+            iface.update_ip_addrs(|addrs| {
+                addrs
+                    .push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
+                    .unwrap();
+            });
+            let mut sockets = SocketSet::new(storage);
+            let buffers = [(); 3].map(|()| SocketBuffers {
+                rx: std::vec![0u8; 64].leak(),
+                tx: std::vec![0u8; 4096].leak(),
+            });
+            let server = Server::new(ServerConfig::new(store, &[]), 8888, &mut sockets, buffers);
+            Self {
+                device,
+                iface,
+                sockets,
+                server,
+                now,
+                events: Vec::new(),
+            }
+        }
+
+        fn connect(&mut self, local_port: u16) -> SocketHandle {
+            let socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(std::vec![0u8; 8192]),
+                tcp::SocketBuffer::new(std::vec![0u8; 256]),
+            );
+            let handle = self.sockets.add(socket);
+            let cx = self.iface.context();
+            self.sockets
+                .get_mut::<tcp::Socket>(handle)
+                .connect(cx, (IpAddress::v4(127, 0, 0, 1), 8888), local_port)
+                .unwrap();
+            handle
+        }
+
+        /// Runs the network for `ms` milliseconds of simulated time.
+        fn run(&mut self, ms: i64) {
+            for _ in 0..ms {
+                self.iface
+                    .poll(self.now, &mut self.device, &mut self.sockets);
+                let events = &mut self.events;
+                self.server
+                    .poll(self.now, &mut self.sockets, &mut |e| events.push(e));
+                self.iface
+                    .poll(self.now, &mut self.device, &mut self.sockets);
+                self.now += NetDuration::from_millis(1);
+            }
+        }
+
+        /// Sends `requests` on `client` and decodes what comes back until every one is answered
+        /// or an Error arrives; returns the events as text.
+        fn exchange(
+            &mut self,
+            client: SocketHandle,
+            bytes: &[u8],
+            requests: &[Request],
+        ) -> Vec<std::string::String> {
+            let mut decoder = ClientSession::<8>::new(ClientLimits::default());
+            decoder.set_file_size(3000);
+            for request in requests {
+                decoder.send(*request, &mut [0u8; 8]).unwrap();
+            }
+            self.sockets
+                .get_mut::<tcp::Socket>(client)
+                .send_slice(bytes)
+                .unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..2000 {
+                self.run(1);
+                let socket = self.sockets.get_mut::<tcp::Socket>(client);
+                let mut received = [0u8; 8192];
+                let len = socket.recv_slice(&mut received).unwrap_or(0);
+                let mut at = 0;
+                while at < len {
+                    let step = decoder.receive(&received[at..len]).unwrap();
+                    at += step.consumed;
+                    match step.event {
+                        Some(ClientEvent::BlockData { data, .. }) => {
+                            seen.push(std::format!("{} bytes", data.len()))
+                        }
+                        Some(event) => seen.push(std::format!("{event:?}")),
+                        None => {}
+                    }
+                }
+                if decoder.outstanding() == 0 || seen.iter().any(|s| s.starts_with("Error")) {
+                    break;
+                }
+            }
+            seen
+        }
+    }
+
+    fn data() -> Vec<u8> {
+        (0..3000u32).map(|i| i as u8).collect()
+    }
+
+    #[test]
+    fn serves_requests_and_rearms_after_close() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        for round in 0..3u16 {
+            let client = net.connect(40000 + round);
+            net.run(5);
+            let seen = net.exchange(
+                client,
+                &[0x07, 0x04, 0x00, 0x00, 0x00, 0x02],
+                &[Request::FileSize, Request::Block { start: 0, end: 2 }],
+            );
+            let total: usize = seen
+                .iter()
+                .filter_map(|s| s.strip_suffix(" bytes")?.parse::<usize>().ok())
+                .sum();
+            assert_eq!(
+                seen.first().map(std::string::String::as_str),
+                Some("FileSize(3000)")
+            );
+            assert_eq!(total, 3000, "{seen:?}");
+            net.sockets.get_mut::<tcp::Socket>(client).close();
+            net.run(50);
+            net.sockets.remove(client);
+            assert_eq!(net.server.serving(), 0, "round {round}: {:?}", net.events);
+        }
+        let connected = net
+            .events
+            .iter()
+            .filter(|e| matches!(e, DriverEvent::Connected { .. }))
+            .count();
+        assert_eq!(connected, 3);
+    }
+
+    #[test]
+    fn a_bad_byte_gets_an_error_and_a_close() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        let client = net.connect(40100);
+        net.run(5);
+        let seen = net.exchange(client, &[0x07, 0x42], &[Request::FileSize]);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[1].starts_with("Error(\"unknown message type 0x42"),
+            "{seen:?}"
+        );
+        net.run(50);
+        assert!(
+            !net.sockets.get_mut::<tcp::Socket>(client).may_recv(),
+            "server closed its side"
+        );
+        assert!(
+            net.events.contains(&DriverEvent::Closed {
+                slot: 0,
+                ended: Ended::Session(CloseReason::ProtocolError)
+            }),
+            "{:?}",
+            net.events
+        );
+    }
+
+    #[test]
+    fn connections_over_the_limit_are_told_busy_and_two_sockets_keep_listening() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        let first = net.connect(40200);
+        net.run(5);
+        assert_eq!(net.server.serving(), 1);
+        let second = net.connect(40201);
+        net.run(5);
+        let seen = net.exchange(second, &[0x07], &[Request::FileSize]);
+        assert_eq!(
+            seen,
+            ["Error(\"server busy: too many connections; try again later\")"]
+        );
+        // The refused client does not close: its socket is reclaimed within a second.
+        net.run(1100);
+        // The first connection is still served.
+        assert_eq!(
+            net.exchange(first, &[0x07], &[Request::FileSize]),
+            ["FileSize(3000)"]
+        );
+        let listening = net
+            .server
+            .handles()
+            .filter(|h| net.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen)
+            .count();
+        net.run(50);
+        assert!(listening >= 1);
+        let listening = net
+            .server
+            .handles()
+            .filter(|h| net.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen)
+            .count();
+        assert_eq!(listening, 2, "{:?}", net.events);
+    }
+
+    #[test]
+    fn idle_connections_are_dropped() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        let client = net.connect(40300);
+        net.run(5);
+        net.sockets
+            .get_mut::<tcp::Socket>(client)
+            .send_slice(&[0x04, 0x00])
+            .unwrap();
+        let deadline = net
+            .server
+            .poll(net.now, &mut net.sockets, &mut |_| {})
+            .unwrap();
+        // Half a request is not progress: the deadline counts from the connection's start.
+        assert!(
+            (30_000..30_010).contains(&deadline.total_millis()),
+            "{deadline}"
+        );
+        net.now = deadline;
+        net.run(5);
+        assert!(
+            net.events.iter().any(|e| matches!(
+                e,
+                DriverEvent::Closed {
+                    ended: Ended::Session(CloseReason::IdleTimeout),
+                    ..
+                }
+            )),
+            "{:?}",
+            net.events
+        );
+        assert_eq!(net.server.serving(), 0);
+    }
+}

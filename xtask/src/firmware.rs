@@ -1,0 +1,119 @@
+//! `cargo xtask firmware ...`: building the boards and measuring their footprint.
+
+use crate::check::install_embedded_target;
+use crate::run::{command, root, run};
+use std::path::PathBuf;
+
+const TARGET_DIR: &str = "firmware/target/thumbv7em-none-eabihf/release";
+/// The boards, by package name (each also its binary's name).
+pub const BOARDS: [&str; 2] = ["mps2-an386", "nucleo-f429zi"];
+
+#[derive(clap::Args)]
+pub struct FirmwareArgs {
+    #[command(subcommand)]
+    command: FirmwareCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum FirmwareCommand {
+    /// Build every board in release mode.
+    Build,
+    /// Flash and RAM of each board's release build, from its ELF sections.
+    Footprint,
+}
+
+pub fn run_command(args: FirmwareArgs) -> Result<(), String> {
+    match args.command {
+        FirmwareCommand::Build => build(),
+        FirmwareCommand::Footprint => {
+            build()?;
+            for board in BOARDS {
+                println!("{}", footprint(board)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Builds every board (release: what is flashed, and what QEMU runs fast enough).
+pub fn build() -> Result<(), String> {
+    install_embedded_target()?;
+    let mut cargo = command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(root().join("firmware"))
+        .args(["build", "--release"]);
+    // The firmware workspace has its own target; the root's CARGO_TARGET_DIR must not leak in.
+    cargo.env_remove("CARGO_TARGET_DIR");
+    run(&mut cargo)
+}
+
+pub fn elf(board: &str) -> PathBuf {
+    root().join(TARGET_DIR).join(board)
+}
+
+/// What a board's image occupies.
+pub struct Footprint {
+    pub board: String,
+    /// .vector_table + .text + .rodata + .data, less the embedded file.
+    pub flash: u64,
+    /// The embedded served file.
+    pub file: u64,
+    /// .data + .bss + .uninit (static RAM, before the stack).
+    pub static_ram: u64,
+}
+
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: flash {} B ({:.1} KiB) without the {} B file, static RAM {} B",
+            self.board,
+            self.flash,
+            self.flash as f64 / 1024.0,
+            self.file,
+            self.static_ram
+        )
+    }
+}
+
+pub fn footprint(board: &str) -> Result<Footprint, String> {
+    let elf = elf(board);
+    let sections = output(command("readelf").args(["-S", "-W"]).arg(&elf))?;
+    let size_of = |name: &str| -> u64 {
+        sections
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(']').nth(1)?.split_whitespace().collect();
+                (fields.first() == Some(&name))
+                    .then(|| u64::from_str_radix(fields.get(4)?, 16).ok())?
+            })
+            .sum()
+    };
+    let symbols = output(command("nm").args(["-S", "--size-sort"]).arg(&elf))?;
+    let file = symbols
+        .lines()
+        .filter(|line| line.contains("FILE_DATA"))
+        .filter_map(|line| u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok())
+        .sum::<u64>();
+    let flash = size_of(".vector_table") + size_of(".text") + size_of(".rodata") + size_of(".data");
+    Ok(Footprint {
+        board: board.to_string(),
+        flash: flash.saturating_sub(file),
+        file,
+        static_ram: size_of(".data") + size_of(".bss") + size_of(".uninit"),
+    })
+}
+
+fn output(command: &mut std::process::Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .output()
+        .map_err(|error| format!("cannot run {shown}: {error}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
