@@ -84,6 +84,8 @@ struct Slot<'a> {
 pub struct Server<'a, const N: usize> {
     config: ServerConfig<'a>,
     port: u16,
+    /// Connections served at once, at most `N - LISTENERS`.
+    limit: usize,
     slots: [Slot<'a>; N],
 }
 
@@ -121,12 +123,19 @@ impl<'a, const N: usize> Server<'a, N> {
         let mut server = Self {
             config,
             port,
+            limit: N.saturating_sub(LISTENERS),
             slots,
         };
         for slot in &mut server.slots {
             let _ = sockets.get_mut::<tcp::Socket>(slot.handle).listen(port);
         }
         server
+    }
+
+    /// Serves at most `limit` connections at once (never more than `N - 2`); the rest are told
+    /// the server is busy.
+    pub fn set_connection_limit(&mut self, limit: usize) {
+        self.limit = limit.min(N.saturating_sub(LISTENERS));
     }
 
     /// The sockets' handles, for tuning them (congestion control, keep-alive ...).
@@ -153,7 +162,7 @@ impl<'a, const N: usize> Server<'a, N> {
         on_event: &mut dyn FnMut(DriverEvent),
     ) -> Option<NetInstant> {
         let time = protocol_time(now);
-        let limit = N.saturating_sub(LISTENERS);
+        let limit = self.limit;
         let mut serving = self.serving();
         let mut next: Option<Instant> = None;
         for (index, slot) in self.slots.iter_mut().enumerate() {

@@ -1,0 +1,231 @@
+//! Serving on a TAP interface: smoltcp on the TAP (with optional fault injection and pcap),
+//! p2p-core's driver on its sockets, sleeping on the TAP's descriptor between events.
+
+use crate::cli::{Args, MAX_CONNECTIONS};
+use crate::tap::{MAX_FRAME, Tap};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
+use p2p_core::server::{ServerConfig, SessionEvent};
+use p2p_core::{BlockStore, Duration};
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
+use smoltcp::phy::{Device, FaultInjector, PcapMode, PcapWriter};
+use smoltcp::socket::tcp::CongestionControl;
+use smoltcp::time::{Duration as NetDuration, Instant as NetInstant};
+use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const SOCKETS: usize = MAX_CONNECTIONS + LISTENERS;
+/// Requests are tiny: a small receive window.
+const RX_BUFFER: usize = 2048;
+/// Block data in flight per connection; the send window.
+const TX_BUFFER: usize = 256 * 1024;
+/// The longest sleep, so Ctrl-C is noticed promptly even when idle.
+const MAX_SLEEP: NetDuration = NetDuration::from_millis(250);
+
+pub fn serve(
+    args: &Args,
+    store: &dyn BlockStore,
+    idle: Duration,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let tap = Tap::open(&args.tap)?;
+    let fd = tap.as_raw_fd();
+    let faults = args.drop_chance > 0 || args.corrupt_chance > 0 || args.rate.is_some();
+    let pcap = match &args.pcap {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?,
+        ),
+        None => None,
+    };
+    let with_faults = |tap: Tap| {
+        let mut device = FaultInjector::new(tap, std::process::id());
+        device.set_drop_chance(args.drop_chance);
+        device.set_corrupt_chance(args.corrupt_chance);
+        if let Some(kbit) = args.rate {
+            let (packets, interval) = packets_per_interval(kbit);
+            device.set_max_tx_rate(packets);
+            device.set_max_rx_rate(packets);
+            device.set_bucket_interval(interval);
+        }
+        device
+    };
+    match (faults, pcap) {
+        (false, None) => run(tap, fd, args, store, idle, stop),
+        (true, None) => run(with_faults(tap), fd, args, store, idle, stop),
+        (false, Some(file)) => run(
+            PcapWriter::new(tap, file, PcapMode::Both),
+            fd,
+            args,
+            store,
+            idle,
+            stop,
+        ),
+        (true, Some(file)) => run(
+            PcapWriter::new(with_faults(tap), file, PcapMode::Both),
+            fd,
+            args,
+            store,
+            idle,
+            stop,
+        ),
+    }
+}
+
+/// FaultInjector limits packets per interval; a rate in kbit/s becomes full frames per
+/// interval, with the interval stretched for slow rates so at least one frame fits.
+fn packets_per_interval(kbit: u64) -> (u64, NetDuration) {
+    let frame_bits = (MAX_FRAME as u64) * 8;
+    let per_second = (kbit * 1000 / frame_bits).max(1);
+    if per_second >= 100 {
+        (per_second / 100, NetDuration::from_millis(10))
+    } else {
+        (1, NetDuration::from_millis(1000 / per_second))
+    }
+}
+
+fn run<D: Device>(
+    mut device: D,
+    fd: i32,
+    args: &Args,
+    store: &dyn BlockStore,
+    idle: Duration,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let epoch = std::time::Instant::now();
+    let now =
+        || NetInstant::from_micros(i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX));
+    let mut config = Config::new(EthernetAddress(args.mac()).into());
+    config.random_seed = u64::from(std::process::id());
+    let mut iface = Interface::new(config, &mut device, now());
+    let (ip, prefix) = args.ip;
+    let [a, b, c, d] = ip.octets();
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(Ipv4Address::new(a, b, c, d).into(), prefix));
+    });
+    if let Some(gateway) = args.gateway {
+        let [a, b, c, d] = gateway.octets();
+        iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(a, b, c, d))
+            .map_err(|error| format!("gateway {gateway}: {error}"))?;
+    }
+
+    let mut sockets = SocketSet::new(Vec::new());
+    // Zeroed allocations: pages are only touched as a connection's window grows.
+    let buffers = [(); SOCKETS].map(|()| SocketBuffers {
+        rx: vec![0u8; RX_BUFFER].leak(),
+        tx: vec![0u8; TX_BUFFER].leak(),
+    });
+    let mut server_config = ServerConfig::new(store, &args.peers);
+    server_config.idle_timeout = idle;
+    let mut server: Server<'_, SOCKETS> =
+        Server::new(server_config, args.port, &mut sockets, buffers);
+    server.set_connection_limit(usize::from(args.max_connections));
+    for handle in server.handles() {
+        sockets
+            .get_mut::<smoltcp::socket::tcp::Socket>(handle)
+            .set_congestion_control(CongestionControl::Cubic);
+    }
+    log::info!(
+        "{}/{} on {} (MAC {}), port {}, up to {} connections",
+        args.ip.0,
+        args.ip.1,
+        args.tap,
+        EthernetAddress(args.mac()),
+        args.port,
+        args.max_connections
+    );
+
+    while !stop.load(Ordering::SeqCst) {
+        let timestamp = now();
+        let mut server_at = None;
+        // Until quiet: what the server queues goes out in the same round.
+        for _ in 0..64 {
+            let polled = iface.poll(timestamp, &mut device, &mut sockets);
+            server_at = server.poll(timestamp, &mut sockets, &mut log_event);
+            if polled == PollResult::None {
+                break;
+            }
+        }
+        let mut delay = iface
+            .poll_delay(timestamp, &sockets)
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        if let Some(at) = server_at {
+            delay = delay.min(if at > timestamp {
+                at - timestamp
+            } else {
+                NetDuration::ZERO
+            });
+        }
+        wait_readable(fd, delay)?;
+    }
+    log::info!("interrupted; exiting");
+    Ok(())
+}
+
+/// Sleeps until the TAP has a frame or `delay` has passed: no busy spinning.
+fn wait_readable(fd: i32, delay: NetDuration) -> Result<(), String> {
+    if delay == NetDuration::ZERO {
+        return Ok(());
+    }
+    // SAFETY: `fd` is the TAP's descriptor, open for as long as the device that owns it,
+    // which outlives this call.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let millis = u16::try_from(delay.total_millis().max(1)).unwrap_or(u16::MAX);
+    match poll(
+        &mut [PollFd::new(borrowed, PollFlags::POLLIN)],
+        PollTimeout::from(millis),
+    ) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(error) => Err(format!("waiting on the TAP: {error}")),
+    }
+}
+
+fn log_event(event: DriverEvent) {
+    match event {
+        DriverEvent::Connected { slot, remote } => {
+            log::info!(
+                "[{slot}] connected from {}",
+                remote.map_or("?".into(), |r| r.to_string())
+            )
+        }
+        DriverEvent::Session { slot, event } => match event {
+            SessionEvent::Accepted(request) => log::debug!("[{slot}] {request}"),
+            SessionEvent::Refused { request, refusal } => {
+                log::info!("[{slot}] {request} refused: {refusal}")
+            }
+            SessionEvent::ProtocolError(error) => {
+                log::warn!("[{slot}] {error}; sending Error and closing")
+            }
+        },
+        DriverEvent::Busy { remote } => log::warn!(
+            "refused {} as busy: at the connection limit",
+            remote.map_or("?".into(), |r| r.to_string())
+        ),
+        DriverEvent::Closed { slot, ended } => match ended {
+            Ended::Peer => log::info!("[{slot}] closed by the peer"),
+            Ended::Session(reason) => log::info!("[{slot}] closed: {reason}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_become_whole_frames_per_interval() {
+        assert_eq!(
+            packets_per_interval(20_000),
+            (16, NetDuration::from_millis(10))
+        );
+        assert_eq!(
+            packets_per_interval(100),
+            (1, NetDuration::from_millis(125))
+        );
+        assert_eq!(packets_per_interval(1), (1, NetDuration::from_millis(1000)));
+    }
+}
