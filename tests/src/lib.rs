@@ -1,1 +1,220 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: test networks that skip (or, under CI, fail) where they
+//! cannot be made, the project's binaries, and a small protocol client on p2p-core's
+//! `ClientSession` over kernel TCP.
+
+use p2p_core::BlockRange;
+use p2p_core::client::{ClientEvent, ClientLimits, ClientSession};
+use p2p_core::wire::{PeerAddr, Request};
+pub use p2p_testnet::TestNet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A test network with `taps` TAP devices; `None` (the test should return) where one cannot be
+/// made here, after saying why. Under CI that is a failure instead.
+pub fn test_net(taps: usize) -> Option<TestNet> {
+    match TestNet::new(taps) {
+        Ok(net) => Some(net),
+        Err(reason) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: no test network here: {reason}");
+            None
+        }
+        Err(reason) => panic!("CI is set, and the end-to-end tests need a test network: {reason}"),
+    }
+}
+
+/// A binary of this workspace, built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as \
+         `cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("p2p-test-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Self(dir)
+    }
+
+    /// Writes `len` bytes of a recognisable pattern to `name`; returns path and bytes.
+    pub fn file(&self, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let path = self.0.join(name);
+        std::fs::write(&path, &data).expect("write test file");
+        (path, data)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts host-sim on TAP `tap` of `net` as 10.0.0.(tap + 2) with `extra` arguments, and
+/// waits until it answers a File Size Request. Returns its process index in `net` and address.
+pub fn start_host_sim(net: &mut TestNet, tap: usize, extra: &[&str]) -> (usize, SocketAddr) {
+    let ip = TestNet::host_addr(tap);
+    let mut command = net.command(binary("host-sim").to_str().expect("utf-8 path"));
+    command
+        .args(["--tap", &TestNet::tap(tap), "--ip", &format!("{ip}/24")])
+        .args(extra)
+        .env("RUST_LOG", "warn");
+    let index = net.spawn(&mut command).expect("start host-sim");
+    let addr: SocketAddr = format!("{ip}:8888").parse().expect("address");
+    let ready = net
+        .run_inside(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(mut conn) = Conn::connect(addr)
+                    && conn.ask(&[Request::FileSize]).is_ok()
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })
+        .expect("thread in the namespace");
+    assert!(ready, "host-sim on {addr} did not answer within 20 s");
+    (index, addr)
+}
+
+/// A whole decoded response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Peers(Vec<PeerAddr>),
+    Ranges(Vec<BlockRange>),
+    Data(Vec<u8>),
+    Size(u32),
+    Failure(String),
+    /// The server sent Error and closes.
+    Error(String),
+}
+
+/// A protocol connection over kernel TCP, every read bounded by a timeout.
+pub struct Conn {
+    pub stream: TcpStream,
+    session: ClientSession<256>,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            session: ClientSession::new(ClientLimits::default()),
+        })
+    }
+
+    /// Sends `requests` in one write (pipelined) and reads every answer.
+    pub fn ask(&mut self, requests: &[Request]) -> std::io::Result<Vec<Answer>> {
+        let bytes = self.encode(requests)?;
+        self.stream.write_all(&bytes)?;
+        self.read_answers(requests.len())
+    }
+
+    /// Encodes `requests` and records them as sent, without writing them.
+    pub fn encode(&mut self, requests: &[Request]) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for request in requests {
+            let mut buf = [0u8; Request::MAX_LEN];
+            let len = self
+                .session
+                .send(*request, &mut buf)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            bytes.extend_from_slice(&buf[..len]);
+        }
+        Ok(bytes)
+    }
+
+    pub fn set_file_size(&mut self, size: u32) {
+        self.session.set_file_size(size);
+    }
+
+    /// Reads until `count` answers are complete, or an Error arrives.
+    pub fn read_answers(&mut self, count: usize) -> std::io::Result<Vec<Answer>> {
+        let mut answers = Vec::new();
+        let mut current: Option<Answer> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        while answers.len() < count {
+            let len = self.stream.read(&mut buf)?;
+            if len == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "closed after {} of {count} answers: {answers:?}",
+                        answers.len()
+                    ),
+                ));
+            }
+            let mut at = 0;
+            while at < len {
+                let step = self
+                    .session
+                    .receive(&buf[at..len])
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                at += step.consumed;
+                match step.event {
+                    Some(ClientEvent::PeerCount(_)) => current = Some(Answer::Peers(Vec::new())),
+                    Some(ClientEvent::Peer(peer)) => {
+                        if let Some(Answer::Peers(peers)) = current.as_mut() {
+                            peers.push(peer);
+                        }
+                    }
+                    Some(ClientEvent::RangeCount(_)) => current = Some(Answer::Ranges(Vec::new())),
+                    Some(ClientEvent::Range(range)) => {
+                        if let Some(Answer::Ranges(ranges)) = current.as_mut() {
+                            ranges.push(range);
+                        }
+                    }
+                    Some(ClientEvent::BlockData { data, .. }) => match current.as_mut() {
+                        Some(Answer::Data(bytes)) => bytes.extend_from_slice(data),
+                        _ => current = Some(Answer::Data(data.to_vec())),
+                    },
+                    Some(ClientEvent::FileSize(size)) => current = Some(Answer::Size(size)),
+                    Some(ClientEvent::BlockFailure(reason)) => {
+                        current = Some(Answer::Failure(reason.into()))
+                    }
+                    Some(ClientEvent::Error(reason)) => {
+                        answers.push(Answer::Error(reason.into()));
+                        return Ok(answers);
+                    }
+                    None => {}
+                }
+                if step.completed.is_some()
+                    && let Some(answer) = current.take()
+                {
+                    answers.push(answer);
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Whether the server has closed the connection (EOF within the read timeout).
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
