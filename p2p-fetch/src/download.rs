@@ -215,7 +215,6 @@ impl Download<'_> {
             if self.control.is_stopped() || self.scheduler.is_finished() {
                 return Ok(());
             }
-            let was_idle = in_flight.is_empty();
             let mut batch = Vec::new();
             while !nothing_left && connection.outstanding() + batch.len() < pace.depth() {
                 let own: Vec<BlockRange> = in_flight.iter().chain(&batch).copied().collect();
@@ -236,9 +235,6 @@ impl Download<'_> {
                 in_flight.extend(batch);
                 connection.send(&requests)?;
                 last_send = Instant::now();
-                if was_idle {
-                    pace.restart();
-                }
             }
             if connection.outstanding() == 0 {
                 if nothing_left {
@@ -249,6 +245,8 @@ impl Download<'_> {
                     last_send = Instant::now();
                 } else {
                     self.scheduler.wait(IDLE_WAIT);
+                    // Time spent waiting for blocks is not the peer's slowness.
+                    pace.restart();
                     continue;
                 }
             }

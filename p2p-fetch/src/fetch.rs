@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How often the main thread looks at the download.
+/// How often the main thread looks at the download (and at once when it completes).
 const TICK: Duration = Duration::from_millis(100);
 /// How often the record of completed blocks is made durable.
 const RECORD_INTERVAL: Duration = Duration::from_millis(500);
@@ -111,7 +111,12 @@ fn run_steps(
             RangesText(&missing.ranges())
         ));
     }
-    let scheduler = Scheduler::new(geometry, done, &holdings);
+    let connections = holdings
+        .iter()
+        .filter(|held| !held.minus(&done).is_empty())
+        .count()
+        * usize::from(args.connections_per_peer);
+    let scheduler = Scheduler::new(geometry, done, &holdings, connections);
     let control = Control::default();
     let download = Download {
         geometry,
@@ -232,7 +237,7 @@ fn transfer(
             .collect();
         let mut last_record = Instant::now();
         loop {
-            std::thread::sleep(TICK);
+            scheduler.wait_finished(TICK);
             let active = stats
                 .iter()
                 .filter(|stats| stats.connections.load(Ordering::SeqCst) > 0)

@@ -12,15 +12,22 @@ const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
 const REQUEST_TIME: Duration = Duration::from_millis(250);
 /// The pipeline should hold about this much transfer time.
 const PIPELINE_TIME: Duration = Duration::from_millis(500);
-/// Weight of the newest rate sample.
-const SMOOTHING: f64 = 0.3;
+/// Speed is measured over windows at least this long: data arrives in bursts, and one
+/// quick response says little about the peer.
+const WINDOW: Duration = Duration::from_millis(50);
+/// Weight of the newest window's speed.
+const SMOOTHING: f64 = 0.5;
+/// Depth before the speed is known.
+const START_DEPTH: usize = 2;
 
 /// One connection's speed estimate.
 #[derive(Debug)]
 pub struct Pace {
     block_size: u32,
     bytes_per_second: Option<f64>,
-    last_completion: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    depth: usize,
 }
 
 impl Pace {
@@ -28,28 +35,32 @@ impl Pace {
         Self {
             block_size,
             bytes_per_second: None,
-            last_completion: Instant::now(),
+            window_start: Instant::now(),
+            window_bytes: 0,
+            depth: START_DEPTH,
         }
     }
 
-    /// The pipeline just went from empty to busy: idle time is not the peer's slowness.
+    /// Starts a new measuring window (after the connection sat idle).
     pub fn restart(&mut self) {
-        self.last_completion = Instant::now();
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
     }
 
     /// A response of `bytes` just completed.
     pub fn completed(&mut self, bytes: u64) {
-        let now = Instant::now();
-        let elapsed = now
-            .duration_since(self.last_completion)
-            .as_secs_f64()
-            .max(1e-4);
-        self.last_completion = now;
-        let sample = bytes as f64 / elapsed;
-        self.bytes_per_second = Some(match self.bytes_per_second {
-            Some(rate) => rate + SMOOTHING * (sample - rate),
-            None => sample,
-        });
+        self.window_bytes += bytes;
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= WINDOW {
+            let sample = self.window_bytes as f64 / elapsed.as_secs_f64();
+            self.bytes_per_second = Some(match self.bytes_per_second {
+                Some(rate) => rate + SMOOTHING * (sample - rate),
+                None => sample,
+            });
+            self.restart();
+        }
+        // Deeper by one request at a time, shallower at once.
+        self.depth = self.wanted_depth().min(self.depth + 1);
     }
 
     fn request_bytes(&self) -> u64 {
@@ -60,6 +71,13 @@ impl Pace {
         }
     }
 
+    fn wanted_depth(&self) -> usize {
+        let wanted = self.bytes_per_second.map_or(START_DEPTH as f64, |rate| {
+            rate * PIPELINE_TIME.as_secs_f64() / self.request_bytes() as f64
+        });
+        (wanted.ceil() as usize).clamp(START_DEPTH, MAX_PIPELINE)
+    }
+
     /// Blocks per Block Request.
     pub fn request_blocks(&self) -> u32 {
         (self.request_bytes() / u64::from(self.block_size)).max(1) as u32
@@ -67,10 +85,7 @@ impl Pace {
 
     /// Requests to keep outstanding: 2 for a peer of unknown or low speed, more for a fast one.
     pub fn depth(&self) -> usize {
-        let wanted = self.bytes_per_second.map_or(2.0, |rate| {
-            rate * PIPELINE_TIME.as_secs_f64() / self.request_bytes() as f64
-        });
-        (wanted.ceil() as usize).clamp(2, MAX_PIPELINE)
+        self.depth
     }
 }
 
@@ -83,11 +98,24 @@ mod tests {
         let mut fast = Pace::new(1024);
         assert_eq!((fast.request_blocks(), fast.depth()), (64, 2));
         fast.bytes_per_second = Some(1e9);
-        assert_eq!((fast.request_blocks(), fast.depth()), (1024, MAX_PIPELINE));
+        assert_eq!(fast.request_blocks(), 1024);
+        // The depth grows one request at a time.
+        fast.completed(1);
+        assert_eq!(fast.depth(), 3);
+        for _ in 0..20 {
+            fast.completed(1);
+        }
+        assert_eq!(fast.depth(), MAX_PIPELINE);
         let mut slow = Pace::new(4096);
         slow.bytes_per_second = Some(100_000.0);
         assert_eq!((slow.request_blocks(), slow.depth()), (16, 2));
-        slow.completed(1_000_000);
-        assert!(slow.bytes_per_second.is_some_and(|rate| rate > 100_000.0));
+    }
+
+    #[test]
+    fn a_burst_within_one_window_is_not_taken_for_speed() {
+        let mut pace = Pace::new(1024);
+        pace.completed(64 * 1024);
+        assert_eq!(pace.bytes_per_second, None);
+        assert_eq!((pace.request_blocks(), pace.depth()), (64, 2));
     }
 }

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 /// Most connections fetching the same block at once, in the endgame.
 const MAX_COPIES: u8 = 2;
+/// A request takes at most 1/SHARE_SPLIT of each connection's fair share of the free
+/// blocks (a pipeline holds two or more requests): early requests are big, the last ones
+/// small, so no peer is left holding a large tail while the others are idle.
+const SHARE_SPLIT: u32 = 4;
 
 /// What a connection should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum Assignment {
 /// The download's shared block state.
 pub struct Scheduler {
     geometry: Geometry,
+    /// Connections downloading at once (for the fair share of free blocks).
+    connections: u32,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -85,8 +91,14 @@ impl State {
 }
 
 impl Scheduler {
-    /// `done` are the blocks already on disk; `holdings` what each live peer holds.
-    pub fn new(geometry: Geometry, done: BlockSet, holdings: &[BlockSet]) -> Self {
+    /// `done` are the blocks already on disk; `holdings` what each live peer holds;
+    /// `connections` how many connections will ask for blocks.
+    pub fn new(
+        geometry: Geometry,
+        done: BlockSet,
+        holdings: &[BlockSet],
+        connections: usize,
+    ) -> Self {
         let count = geometry.block_count() as usize;
         let mut holders = vec![0u16; count];
         for held in holdings {
@@ -104,6 +116,7 @@ impl Scheduler {
             .sum();
         Self {
             geometry,
+            connections: u32::try_from(connections).unwrap_or(u32::MAX).max(1),
             state: Mutex::new(State {
                 done,
                 copies: vec![0; count],
@@ -126,7 +139,7 @@ impl Scheduler {
     pub fn assign(&self, held: &BlockSet, own: &[BlockRange], max_blocks: u32) -> Assignment {
         let mut state = self.lock();
         let mut rarest: Option<(u16, u16)> = None;
-        let mut any_free = false;
+        let mut free_count = 0u32;
         for block in 0..self.geometry.block_count() {
             let Ok(block) = u16::try_from(block) else {
                 break;
@@ -134,7 +147,7 @@ impl Scheduler {
             if !state.is_free(block) {
                 continue;
             }
-            any_free = true;
+            free_count += 1;
             if !held.contains(block) {
                 continue;
             }
@@ -145,22 +158,32 @@ impl Scheduler {
         }
         if let Some((fewest, start)) = rarest {
             // Rare blocks are not bundled with commoner ones that other peers could send.
+            let share = free_count / (SHARE_SPLIT * self.connections);
+            let max_blocks = max_blocks.min(share.max(1));
             let range = state.run_from(start, held, max_blocks, |state, block| {
                 state.is_free(block) && state.holders_of(block) <= fewest
             });
             state.claim(range);
             return Assignment::Fetch(range);
         }
-        let endgame = !any_free && own.is_empty();
-        let duplicate = (0..self.geometry.block_count())
-            .filter_map(|block| u16::try_from(block).ok())
-            .find(|&block| endgame && held.contains(block) && state.can_duplicate(block, own));
-        if let Some(start) = duplicate {
-            let range = state.run_from(start, held, max_blocks, |state, block| {
-                state.can_duplicate(block, own)
-            });
-            state.claim(range);
-            return Assignment::Fetch(range);
+        if free_count == 0 && own.is_empty() {
+            // Endgame: take the back half of the longest run in flight elsewhere; its peer
+            // sends from the front, so the two copies meet in the middle.
+            let longest = runs_of(self.geometry.block_count(), |block| {
+                held.contains(block) && state.can_duplicate(block, own)
+            })
+            .into_iter()
+            .max_by_key(BlockRange::len);
+            if let Some(run) = longest {
+                let take = run.len().div_ceil(2).min(max_blocks.max(1));
+                let start = u32::from(run.end()) + 1 - take;
+                let range = u16::try_from(start)
+                    .ok()
+                    .and_then(|start| BlockRange::new(start, run.end()))
+                    .unwrap_or(run);
+                state.claim(range);
+                return Assignment::Fetch(range);
+            }
         }
         if held.minus(&state.done).is_empty() {
             Assignment::NothingLeft
@@ -223,6 +246,14 @@ impl Scheduler {
         let _ = self.changed.wait_timeout(state, timeout);
     }
 
+    /// Waits up to `timeout` for the last block to arrive.
+    pub fn wait_finished(&self, timeout: Duration) {
+        let state = self.lock();
+        let _ = self.changed.wait_timeout_while(state, timeout, |state| {
+            state.done.count() != state.done.len()
+        });
+    }
+
     pub fn is_finished(&self) -> bool {
         let state = self.lock();
         state.done.count() == state.done.len()
@@ -257,6 +288,15 @@ fn runs(range: BlockRange, wanted: impl Fn(u16) -> bool) -> Vec<BlockRange> {
     runs
 }
 
+/// The maximal runs among blocks `0..count` for which `wanted` holds.
+fn runs_of(count: u32, wanted: impl Fn(u16) -> bool) -> Vec<BlockRange> {
+    count
+        .checked_sub(1)
+        .and_then(|last| u16::try_from(last).ok())
+        .and_then(|last| BlockRange::new(0, last))
+        .map_or_else(Vec::new, |all| runs(all, wanted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,50 +310,83 @@ mod tests {
         Geometry::new(10 * 1024)
     }
 
-    #[test]
-    fn rarest_blocks_come_first_merged_into_one_request() {
-        let everything = BlockSet::from_ranges(10, &[range(0, 9)]);
-        let tail = BlockSet::from_ranges(10, &[range(6, 9)]);
-        let scheduler = Scheduler::new(geometry(), BlockSet::new(10), &[everything.clone(), tail]);
-        // Blocks 0-5 have one holder, 6-9 two: the rare run goes first, in one request.
-        assert_eq!(
-            scheduler.assign(&everything, &[], 100),
-            Assignment::Fetch(range(0, 5))
-        );
-        assert_eq!(
-            scheduler.assign(&everything, &[], 2),
-            Assignment::Fetch(range(6, 7))
-        );
+    /// Hands out every free block `held` can take, as a busy connection (no duplicates).
+    fn assign_all(scheduler: &Scheduler, held: &BlockSet) -> Vec<BlockRange> {
+        let mut ranges = Vec::new();
+        while let Assignment::Fetch(range) = scheduler.assign(held, &[range(0, 0)], 100) {
+            ranges.push(range);
+        }
+        ranges
     }
 
     #[test]
-    fn endgame_duplicates_on_idle_connections_and_first_copy_wins() {
+    fn rarest_blocks_come_first_in_shrinking_shares() {
+        let geometry = Geometry::new(40 * 1024);
+        let everything = BlockSet::from_ranges(40, &[range(0, 39)]);
+        let tail = BlockSet::from_ranges(40, &[range(24, 39)]);
+        let scheduler = Scheduler::new(geometry, BlockSet::new(40), &[everything.clone(), tail], 1);
+        let ranges = assign_all(&scheduler, &everything);
+        // Blocks 0-23 have one holder, 24-39 two: the rare ones go first, never bundled
+        // with common ones, in requests that shrink as the free blocks run out.
+        let rare = ranges.iter().take_while(|range| range.end() <= 23);
+        assert_eq!(rare.map(|range| range.len()).sum::<u32>(), 24);
+        assert!(
+            ranges
+                .iter()
+                .all(|range| range.end() <= 23 || range.start() >= 24)
+        );
+        assert_eq!(ranges.first(), Some(&range(0, 9)));
+        assert_eq!(ranges.last().map(BlockRange::len), Some(1));
+        assert_eq!(ranges.iter().map(|range| range.len()).sum::<u32>(), 40);
+    }
+
+    #[test]
+    fn endgame_duplicates_back_halves_on_idle_connections_and_first_copy_wins() {
         let everything = BlockSet::from_ranges(10, &[range(0, 9)]);
         let scheduler = Scheduler::new(
             geometry(),
             BlockSet::new(10),
             &[everything.clone(), everything.clone()],
+            2,
         );
-        let first = range(0, 9);
+        let handed_out: u32 = assign_all(&scheduler, &everything)
+            .iter()
+            .map(BlockRange::len)
+            .sum();
+        assert_eq!(handed_out, 10);
+        // All is in flight: a busy connection waits, idle ones take back halves.
         assert_eq!(
-            scheduler.assign(&everything, &[], 100),
-            Assignment::Fetch(first)
-        );
-        // A busy connection waits; an idle one duplicates.
-        assert_eq!(
-            scheduler.assign(&everything, &[first], 100),
+            scheduler.assign(&everything, &[range(0, 1)], 100),
             Assignment::Wait
         );
         assert_eq!(
             scheduler.assign(&everything, &[], 100),
-            Assignment::Fetch(first)
+            Assignment::Fetch(range(5, 9))
+        );
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::Fetch(range(2, 4))
+        );
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::Fetch(range(1, 1))
+        );
+        assert_eq!(
+            scheduler.assign(&everything, &[], 100),
+            Assignment::Fetch(range(0, 0))
         );
         // No third copy.
         assert_eq!(scheduler.assign(&everything, &[], 100), Assignment::Wait);
         assert_eq!(scheduler.complete(range(2, 3)), vec![range(2, 3)]);
-        assert_eq!(scheduler.undone_runs(first), vec![range(0, 1), range(4, 9)]);
-        assert_eq!(scheduler.complete(first), vec![range(0, 1), range(4, 9)]);
-        assert_eq!(scheduler.complete(first), vec![]);
+        assert_eq!(
+            scheduler.undone_runs(range(0, 9)),
+            vec![range(0, 1), range(4, 9)]
+        );
+        assert_eq!(
+            scheduler.complete(range(0, 9)),
+            vec![range(0, 1), range(4, 9)]
+        );
+        assert_eq!(scheduler.complete(range(0, 9)), vec![]);
         assert!(scheduler.is_finished());
         assert_eq!(scheduler.done_bytes(), 10 * 1024);
         assert_eq!(
@@ -323,25 +396,21 @@ mod tests {
     }
 
     #[test]
-    fn released_and_dropped_blocks() {
+    fn released_blocks_are_free_again_and_dropped_ones_are_not() {
         let head = BlockSet::from_ranges(10, &[range(0, 4)]);
-        let scheduler = Scheduler::new(
-            geometry(),
-            BlockSet::from_ranges(10, &[range(9, 9)]),
-            std::slice::from_ref(&head),
-        );
+        let done = BlockSet::from_ranges(10, &[range(9, 9)]);
+        let scheduler = Scheduler::new(geometry(), done, std::slice::from_ref(&head), 1);
         assert_eq!(
-            scheduler.assign(&head, &[], 3),
-            Assignment::Fetch(range(0, 2))
+            scheduler.assign(&head, &[], 1),
+            Assignment::Fetch(range(0, 0))
         );
-        scheduler.release(range(0, 2));
+        scheduler.release(range(0, 0));
         assert_eq!(
-            scheduler.assign(&head, &[], 100),
-            Assignment::Fetch(range(0, 4))
+            scheduler.assign(&head, &[], 1),
+            Assignment::Fetch(range(0, 0))
         );
-        scheduler.release(range(0, 4));
+        scheduler.release(range(0, 0));
         scheduler.drop_holder(&head);
-        // Held by no live peer now: nothing to hand out.
         assert_eq!(scheduler.assign(&head, &[], 100), Assignment::Wait);
     }
 }

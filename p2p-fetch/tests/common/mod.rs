@@ -117,7 +117,7 @@ impl Scripted {
                             let _ = script.serve(stream, &dead, &sent);
                         });
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
             // The listener is dropped here: the peer is gone.
@@ -132,6 +132,7 @@ impl Scripted {
         sent: &AtomicUsize,
     ) -> std::io::Result<()> {
         stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_millis(50)))?;
         let data = file();
         let geometry = Geometry::new(data.len() as u32);
@@ -210,9 +211,13 @@ impl Scripted {
                             }
                             Blocks::Throttled(rate) => {
                                 stream.write_all(&[0x05])?;
+                                let started = Instant::now();
+                                let mut written = 0;
                                 for chunk in bytes.chunks(rate / 20) {
                                     stream.write_all(chunk)?;
-                                    std::thread::sleep(Duration::from_millis(50));
+                                    written += chunk.len();
+                                    let due = Duration::from_secs_f64(written as f64 / rate as f64);
+                                    std::thread::sleep(due.saturating_sub(started.elapsed()));
                                 }
                                 continue;
                             }
@@ -282,7 +287,7 @@ pub fn run(command: &mut Command) -> Output {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
