@@ -295,3 +295,25 @@ fn duplicates_unusable_addresses_and_peers_beyond_max_peers_are_skipped() {
         "{details}"
     );
 }
+
+#[test]
+fn an_empty_file_is_fetched_as_an_empty_file() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let store = p2p_core::SliceStore::<8>::new(&[]).unwrap();
+        let server = p2p_serve::tcp::TcpServer {
+            store: &store,
+            peers: &[],
+            idle_timeout: p2p_core::server::DEFAULT_IDLE_TIMEOUT,
+            max_connections: 4,
+        };
+        let _ = server.serve(&listener);
+    });
+    let dir = scratch("empty");
+    let output = dir.join("empty.bin");
+    let result = run(p2p_fetch().arg(addr.to_string()).arg("-o").arg(&output));
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_eq!(std::fs::read(&output).unwrap(), b"");
+    assert!(stdout(&result).contains("holds blocks none of a 0-byte file"));
+}
