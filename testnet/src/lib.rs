@@ -102,6 +102,18 @@ impl TestNet {
         &self.name
     }
 
+    /// Leaves the namespace in place when this handle goes (for `cargo xtask net up`);
+    /// returns its name. Processes started here are left running too.
+    pub fn keep(mut self) -> String {
+        self.children.clear();
+        std::mem::take(&mut self.name)
+    }
+
+    /// Deletes a namespace made earlier and kept, by name.
+    pub fn remove(name: &str) -> Result<(), Unavailable> {
+        ip(&["netns", "del", name])
+    }
+
     pub fn tap_count(&self) -> usize {
         self.taps
     }
@@ -182,6 +194,9 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod check;
+mod demo;
 mod firmware;
 mod net;
 mod run;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: three host-sims serve the sample, p2p-fetch downloads and verifies it.
+    Demo,
     /// Every check: formatting, clippy, the embedded build, unit and end-to-end tests.
     Test(check::TestArgs),
     /// Build the firmware boards, or measure their footprint.
@@ -27,6 +30,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Demo => demo::run_demo(),
         Command::Test(args) => check::run_all(args),
         Command::Firmware(args) => firmware::run_command(args),
         Command::Net(args) => net::run(args),
