@@ -51,8 +51,8 @@ pub struct Args {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Most peers to use, HOST included.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Most peers to use, HOST included (1 to 1024).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_peers: u16,
 
     /// TCP connections to open to each peer.

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// dropped before its entries are read.
 pub const PEER_LIST_CAP: u16 = 1024;
 
+/// Peers asked at once (one thread each).
+const PARALLEL_SURVEYS: usize = 32;
+
 /// Caps applied to what any peer may make us read.
 pub const LIMITS: ClientLimits = ClientLimits {
     max_peers: PEER_LIST_CAP,
@@ -71,20 +74,10 @@ pub fn discover(host: SocketAddrV4, search: &Search, log: &Log) -> Result<Swarm,
     };
     let mut level = vec![host];
     while !level.is_empty() {
-        let answers: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = level
-                .iter()
-                .map(|&addr| scope.spawn(move || ask(addr, search.timeout)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle.join().unwrap_or(Err(PeerError::Closed {
-                        mid_response: false,
-                    }))
-                })
-                .collect()
-        });
+        let answers: Vec<_> = level
+            .chunks(PARALLEL_SURVEYS)
+            .flat_map(|addresses| ask_all(addresses, search.timeout))
+            .collect();
         let mut next = Vec::new();
         for (&addr, answer) in level.iter().zip(answers) {
             let answer = answer.and_then(|answer| {
@@ -195,6 +188,24 @@ fn check_ranges(file_size: u32, ranges: &[BlockRange]) -> Result<(), PeerError> 
         }),
         None => Ok(()),
     }
+}
+
+/// Asks every peer of `addresses` at once, each on its own thread.
+fn ask_all(addresses: &[SocketAddrV4], timeout: Duration) -> Vec<Result<Answers, PeerError>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = addresses
+            .iter()
+            .map(|&addr| scope.spawn(move || ask(addr, timeout)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or(Err(PeerError::Closed {
+                    mid_response: false,
+                }))
+            })
+            .collect()
+    })
 }
 
 /// Asks one peer everything at once, pipelined; the whole exchange must end within
