@@ -1,7 +1,6 @@
 #!/bin/sh
 # p2p-fetch vs curl+nginx on loopback, measured side by side: a 256 MiB file served by
-# p2p-serve's std TCP server (the serve_file example; the same code as `host-sim --listen`)
-# and by nginx; runs alternate and the median of each is printed. Then p2p-fetch's peak RSS
+# `host-sim --listen` (p2p-core's server session over the kernel's TCP) and by nginx; runs alternate and the median of each is printed. Then p2p-fetch's peak RSS
 # downloading a 1 GiB file.
 #
 # Usage: p2p-fetch/bench/loopback.sh [RUNS]   (needs nginx and curl: apt-get install nginx curl)
@@ -25,10 +24,10 @@ trap cleanup EXIT INT TERM
 for tool in nginx curl bc; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install nginx curl bc)" >&2; exit 1; }
 done
-(cd "$root" && cargo build --quiet --release -p p2p-fetch --bin p2p-fetch --example serve_file)
+(cd "$root" && cargo build --quiet --release -p p2p-fetch -p host-sim)
 head -c $((size_mib << 20)) /dev/urandom > "$work/file"
 
-"$target/release/examples/serve_file" "$work/file" "127.0.0.1:$p2p_port" &
+"$target/release/host-sim" --listen "127.0.0.1:$p2p_port" --file "$work/file" 2>/dev/null &
 server_pid=$!
 mkdir -p "$work/logs"
 cat > "$work/nginx.conf" <<CONF
@@ -67,7 +66,7 @@ p2p_s=$(median p2p-fetch)
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 rm -f "$work/file" "$work/curl.out" "$work/p2p.out"
 head -c $((1 << 30)) /dev/urandom > "$work/big"
-"$target/release/examples/serve_file" "$work/big" "127.0.0.1:$p2p_port" &
+"$target/release/host-sim" --listen "127.0.0.1:$p2p_port" --file "$work/big" 2>/dev/null &
 server_pid=$!
 sleep 0.5
 rss_kb=$( { /usr/bin/time -f %M "$target/release/p2p-fetch" "127.0.0.1:$p2p_port" -q -o "$work/big.out"; } 2>&1 | tail -1)
