@@ -4,8 +4,8 @@
 
 use crate::blockset::BlockSet;
 use crate::connection::{Connection, PeerError, printable};
+use crate::control::Control;
 use crate::discovery::LIMITS;
-use crate::exit::Failure;
 use crate::log::Log;
 use crate::pace::Pace;
 use crate::part_file::PartFile;
@@ -13,7 +13,7 @@ use crate::scheduler::{Assignment, Scheduler};
 use p2p_core::client::ClientEvent;
 use p2p_core::{BlockRange, Geometry, Request};
 use std::collections::VecDeque;
-use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,63 +27,6 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// An idle connection sends a File Size Request this often, so the server (which closes
 /// connections idle for 30 s by default) keeps it open while blocks may still come free.
 const KEEPALIVE: Duration = Duration::from_secs(10);
-
-/// Stopping everything: on completion, Ctrl-C or a local I/O failure.
-#[derive(Default)]
-pub struct Control {
-    stop: AtomicBool,
-    fatal: Mutex<Option<Failure>>,
-    /// Every open connection, so a stop interrupts reads that would otherwise wait out
-    /// the stall timeout.
-    streams: Mutex<Vec<(u64, TcpStream)>>,
-    next_id: AtomicU64,
-}
-
-impl Control {
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for (_, stream) in self
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Stops the download because of a local failure, which is reported at the end.
-    pub fn fail(&self, failure: Failure) {
-        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        fatal.get_or_insert(failure);
-        drop(fatal);
-        self.stop();
-    }
-
-    pub fn take_failure(&self) -> Option<Failure> {
-        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    fn register(&self, stream: TcpStream) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        self.streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, stream));
-        id
-    }
-
-    fn unregister(&self, id: u64) {
-        self.streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(other, _)| *other != id);
-    }
-}
 
 /// What became of a peer during the download.
 #[derive(Debug, Default)]

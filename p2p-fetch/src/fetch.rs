@@ -3,8 +3,9 @@
 
 use crate::blockset::{BlockSet, RangesText};
 use crate::cli::{Args, hex};
+use crate::control::Control;
 use crate::discovery::{self, Search, Swarm};
-use crate::download::{Control, Download, PeerStats};
+use crate::download::{Download, PeerStats};
 use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
 use crate::part_file::PartFile;

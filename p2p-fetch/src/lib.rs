@@ -5,6 +5,7 @@
 pub mod blockset;
 pub mod cli;
 pub mod connection;
+pub mod control;
 pub mod discovery;
 pub mod download;
 pub mod exit;

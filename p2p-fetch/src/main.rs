@@ -21,15 +21,7 @@ fn main() {
         json: args.json,
         ..Log::default()
     };
-    if let Err(error) = ctrlc::set_handler(|| {
-        if SEEDING.load(Ordering::SeqCst) || INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(if SEEDING.load(Ordering::SeqCst) {
-                0
-            } else {
-                ExitCode::Interrupted as i32
-            });
-        }
-    }) {
+    if let Err(error) = ctrlc::set_handler(on_ctrl_c) {
         log.warn(&format!(
             "Ctrl-C will not save the partial download: {error}"
         ));
@@ -59,6 +51,17 @@ fn main() {
         if let Err(failure) = seed::serve(&args.output, &listener, &peers, &log) {
             finish(failure);
         }
+    }
+}
+
+/// The first Ctrl-C stops the download cleanly; a second one, or one while seeding, ends
+/// the process at once.
+fn on_ctrl_c() {
+    if SEEDING.load(Ordering::SeqCst) {
+        std::process::exit(0);
+    }
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        std::process::exit(ExitCode::Interrupted as i32);
     }
 }
 
