@@ -9,6 +9,7 @@ pub use p2p_testnet::TestNet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A test network with `taps` TAP devices; `None` (the test should return) where one cannot be
@@ -80,21 +81,7 @@ pub fn start_host_sim(net: &mut TestNet, tap: usize, extra: &[&str]) -> (usize, 
         .env("RUST_LOG", "warn");
     let index = net.spawn(&mut command).expect("start host-sim");
     let addr: SocketAddr = format!("{ip}:8888").parse().expect("address");
-    let ready = net
-        .run_inside(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(mut conn) = Conn::connect(addr)
-                    && conn.ask(&[Request::FileSize]).is_ok()
-                {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            false
-        })
-        .expect("thread in the namespace");
-    assert!(ready, "host-sim on {addr} did not answer within 20 s");
+    wait_until_answering(net, addr, Duration::from_secs(20));
     (index, addr)
 }
 
@@ -217,4 +204,114 @@ impl Conn {
         let mut byte = [0u8; 1];
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
+}
+
+/// A build of the QEMU board's firmware.
+#[derive(Debug, Clone, Copy)]
+pub enum Firmware {
+    /// Serves the whole sample, no peers.
+    Default,
+    /// Holds blocks 0-99 of the sample and lists 10.0.0.3 and 10.0.0.4 (`cargo xtask firmware
+    /// build` makes it with P2P_BLOCKS and P2P_PEERS).
+    Swarm,
+}
+
+impl Firmware {
+    fn elf(self) -> PathBuf {
+        let firmware = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../firmware/target");
+        let dir = match self {
+            Self::Default => firmware,
+            Self::Swarm => firmware.join("swarm"),
+        };
+        dir.join("thumbv7em-none-eabihf/release/mps2-an386")
+    }
+}
+
+/// Whether QEMU boards can run here; `false` (the test should return) after saying why, and a
+/// failure under CI.
+pub fn qemu_available(firmware: Firmware) -> bool {
+    let missing = if Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        Some("qemu-system-arm is not installed (apt-get install qemu-system-arm)".to_string())
+    } else if !firmware.elf().is_file() {
+        Some(format!(
+            "{} is not built (cargo xtask firmware build)",
+            firmware.elf().display()
+        ))
+    } else {
+        None
+    };
+    match missing {
+        None => true,
+        Some(reason) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: {reason}");
+            false
+        }
+        Some(reason) => panic!("CI is set, and the board tests need QEMU: {reason}"),
+    }
+}
+
+/// Boots the QEMU board on TAP `tap` of `net` with MAC 52:54:00:00:00:`mac_byte`, so it takes
+/// 10.0.0.`mac_byte` when DHCP gets no answer, and waits until it answers. Its defmt log goes
+/// to `log` (decode with defmt-print).
+pub fn start_board(
+    net: &mut TestNet,
+    tap: usize,
+    mac_byte: u8,
+    firmware: Firmware,
+    log: &std::path::Path,
+) -> (usize, SocketAddr) {
+    let log_file = std::fs::File::create(log).expect("board log file");
+    let mut command = net.command("qemu-system-arm");
+    command
+        .args([
+            "-machine",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-monitor",
+            "none",
+        ])
+        .args([
+            "-serial",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+        ])
+        .arg("-nic")
+        .arg(format!(
+            "tap,ifname={},script=no,downscript=no,mac=52:54:00:00:00:{mac_byte:02x}",
+            TestNet::tap(tap)
+        ))
+        .arg("-kernel")
+        .arg(firmware.elf())
+        .stdout(log_file);
+    let index = net.spawn(&mut command).expect("start qemu");
+    let addr: SocketAddr = format!("10.0.0.{mac_byte}:8888").parse().expect("address");
+    wait_until_answering(net, addr, Duration::from_secs(30));
+    (index, addr)
+}
+
+/// Waits until `addr` answers a File Size Request (not just accepts: QEMU's user networking
+/// accepts before the guest listens).
+pub fn wait_until_answering(net: &TestNet, addr: SocketAddr, limit: Duration) {
+    let ready = net
+        .run_inside(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if let Ok(mut conn) = Conn::connect(addr)
+                    && conn.ask(&[Request::FileSize]).is_ok()
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        })
+        .expect("thread in the namespace");
+    assert!(ready, "{addr} did not answer within {limit:?}");
 }

@@ -15,6 +15,7 @@ pub struct TestArgs {
 
 pub fn run_all(args: TestArgs) -> Result<(), String> {
     install_embedded_target()?;
+    install_qemu()?;
     if !args.no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
@@ -35,8 +36,9 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
         EMBEDDED_TARGET,
         "--all-features",
     ]))?;
-    // Binaries first: the end-to-end tests run them.
+    // Binaries and firmware first: the end-to-end tests run them.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    crate::firmware::build()?;
     // The core's optional parts (the smoltcp driver, defmt) are tested on their own too.
     run(cargo().args(["test", "-p", "p2p-core", "--all-features"]))?;
     run(cargo().args(["test", "--workspace"]))?;
@@ -58,4 +60,32 @@ pub fn install_embedded_target() -> Result<(), String> {
         return Ok(());
     }
     run(command("rustup").args(["target", "add", EMBEDDED_TARGET]))
+}
+
+/// Installs Debian's qemu-system-arm when it is missing (the board tests boot the firmware in
+/// it). Needs root, as CI has; elsewhere it says what to run.
+pub fn install_qemu() -> Result<(), String> {
+    if command("qemu-system-arm").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let root = command("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !root {
+        return Err(
+            "qemu-system-arm is missing: run `sudo apt-get install qemu-system-arm`".into(),
+        );
+    }
+    run(command("apt-get").arg("update").arg("-q"))?;
+    run(command("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "qemu-system-arm",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -35,16 +35,34 @@ pub fn run_command(args: FirmwareArgs) -> Result<(), String> {
     }
 }
 
-/// Builds every board (release: what is flashed, and what QEMU runs fast enough).
+/// Build-time settings of the QEMU board's swarm build, used by the mixed-swarm test: it
+/// holds part of the sample and lists the two host-sims beside it.
+const SWARM_SETTINGS: [(&str, &str); 2] =
+    [("P2P_BLOCKS", "0-99"), ("P2P_PEERS", "10.0.0.3,10.0.0.4")];
+
+/// Builds every board (release: what is flashed, and what QEMU runs fast enough), and the QEMU
+/// board's swarm build into firmware/target/swarm.
 pub fn build() -> Result<(), String> {
     install_embedded_target()?;
+    run(&mut firmware_cargo(&["build", "--release"]))?;
+    let mut swarm = firmware_cargo(&["build", "--release", "-p", "mps2-an386"]);
+    swarm.env("CARGO_TARGET_DIR", root().join("firmware/target/swarm"));
+    for (name, value) in SWARM_SETTINGS {
+        swarm.env(name, value);
+    }
+    run(&mut swarm)
+}
+
+/// `cargo` in the firmware workspace, with none of the caller's build settings leaking in
+/// (the firmware workspace has its own target directory).
+fn firmware_cargo(args: &[&str]) -> std::process::Command {
     let mut cargo = command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(root().join("firmware"))
-        .args(["build", "--release"]);
-    // The firmware workspace has its own target; the root's CARGO_TARGET_DIR must not leak in.
+    cargo.current_dir(root().join("firmware")).args(args);
     cargo.env_remove("CARGO_TARGET_DIR");
-    run(&mut cargo)
+    for (name, _) in SWARM_SETTINGS {
+        cargo.env_remove(name);
+    }
+    cargo
 }
 
 pub fn elf(board: &str) -> PathBuf {

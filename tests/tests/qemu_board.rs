@@ -1,0 +1,250 @@
+//! The mps2-an386 firmware in QEMU on a TAP of a private network: the same protocol tests as
+//! host-sim's, p2p-fetch against the board, and a mixed swarm of the board and two host-sims.
+
+use p2p_core::Geometry;
+use p2p_core::wire::{PeerAddr, Request};
+use p2p_tests::{
+    Answer, Conn, Firmware, Scratch, binary, qemu_available, start_board, start_host_sim, test_net,
+};
+use std::io::Write;
+use std::time::Duration;
+
+const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
+/// The board's MAC ends in this byte, so it falls back to 10.0.0.16.
+const BOARD: u8 = 0x10;
+
+fn whole_sample() -> Request {
+    let count = Geometry::new(SAMPLE.len() as u32).block_count();
+    Request::Block {
+        start: 0,
+        end: (count - 1) as u16,
+    }
+}
+
+#[test]
+fn p2p_fetch_downloads_the_file_from_the_board() {
+    if !qemu_available(Firmware::Default) {
+        return;
+    }
+    let Some(mut net) = test_net(1) else { return };
+    let scratch = Scratch::new("board-fetch");
+    let (_, addr) = start_board(
+        &mut net,
+        0,
+        BOARD,
+        Firmware::Default,
+        &scratch.0.join("board.defmt"),
+    );
+    let output = scratch.0.join("fetched.txt");
+    let status = net
+        .command(binary("p2p-fetch").to_str().expect("path"))
+        .args([
+            &addr.ip().to_string(),
+            "-q",
+            "-o",
+            output.to_str().expect("path"),
+        ])
+        .status()
+        .expect("run p2p-fetch");
+    assert!(status.success(), "p2p-fetch: {status}");
+    assert!(
+        std::fs::read(&output).expect("output") == SAMPLE,
+        "not byte-identical"
+    );
+}
+
+#[test]
+fn a_mixed_swarm_of_the_board_and_two_host_sims_gives_the_whole_file() {
+    if !qemu_available(Firmware::Swarm) {
+        return;
+    }
+    let Some(mut net) = test_net(3) else { return };
+    let scratch = Scratch::new("board-swarm");
+    // The swarm build holds 0-99 and lists 10.0.0.3 and 10.0.0.4: the host-sims on tap1, tap2.
+    start_host_sim(&mut net, 1, &["--blocks", "90-199"]);
+    start_host_sim(&mut net, 2, &["--blocks", "190-292"]);
+    let (_, addr) = start_board(
+        &mut net,
+        0,
+        BOARD,
+        Firmware::Swarm,
+        &scratch.0.join("board.defmt"),
+    );
+    let listed = net
+        .run_inside(move || {
+            Conn::connect(addr)
+                .expect("connect")
+                .ask(&[Request::PeerList])
+                .expect("peers")
+        })
+        .expect("inside");
+    assert_eq!(
+        listed,
+        [Answer::Peers(vec![
+            PeerAddr::new([10, 0, 0, 3], 8888),
+            PeerAddr::new([10, 0, 0, 4], 8888)
+        ])]
+    );
+    let output = scratch.0.join("fetched.txt");
+    let status = net
+        .command(binary("p2p-fetch").to_str().expect("path"))
+        .args([
+            &addr.ip().to_string(),
+            "-q",
+            "-o",
+            output.to_str().expect("path"),
+        ])
+        .status()
+        .expect("run p2p-fetch");
+    assert!(status.success(), "p2p-fetch: {status}");
+    // No peer holds it all: a whole, identical file needs blocks from all three.
+    assert!(
+        std::fs::read(&output).expect("output") == SAMPLE,
+        "not byte-identical"
+    );
+}
+
+#[test]
+fn the_board_answers_pipelined_split_and_malformed_requests() {
+    if !qemu_available(Firmware::Default) {
+        return;
+    }
+    let Some(mut net) = test_net(1) else { return };
+    let scratch = Scratch::new("board-protocol");
+    let (_, addr) = start_board(
+        &mut net,
+        0,
+        BOARD,
+        Firmware::Default,
+        &scratch.0.join("board.defmt"),
+    );
+    net.run_inside(move || {
+        let mut conn = Conn::connect(addr).expect("connect");
+        conn.set_file_size(SAMPLE.len() as u32);
+        // Split byte by byte.
+        let bytes = conn
+            .encode(&[Request::FileSize, Request::Block { start: 3, end: 3 }])
+            .expect("encode");
+        for byte in bytes {
+            conn.stream.write_all(&[byte]).expect("write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            conn.read_answers(2).expect("answers"),
+            [
+                Answer::Size(300_000),
+                Answer::Data(SAMPLE[3072..4096].to_vec())
+            ]
+        );
+        // Pipelined.
+        let mut requests = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..40u16 {
+            let block = (i * 11) % 293;
+            requests.push(Request::Block {
+                start: block,
+                end: block,
+            });
+            let start = usize::from(block) * 1024;
+            expected.push(Answer::Data(
+                SAMPLE[start..(start + 1024).min(SAMPLE.len())].to_vec(),
+            ));
+            requests.push(Request::BlockList);
+            expected.push(Answer::Ranges(vec![
+                p2p_core::BlockRange::new(0, 292).expect("range"),
+            ]));
+        }
+        assert_eq!(conn.ask(&requests).expect("pipelined"), expected);
+        // Refusals keep the connection; an unknown type ends it.
+        let answers = conn
+            .ask(&[
+                Request::Block { start: 7, end: 2 },
+                Request::Block { start: 0, end: 293 },
+                Request::FileSize,
+            ])
+            .expect("answers");
+        assert_eq!(
+            answers,
+            [
+                Answer::Failure("start block 7 is after end block 2".into()),
+                Answer::Failure("block 293 is beyond the last block 292".into()),
+                Answer::Size(300_000),
+            ]
+        );
+        conn.stream.write_all(&[0x99]).expect("write");
+        let answers = conn.read_answers(1).expect("error");
+        assert_eq!(
+            answers,
+            [Answer::Error(
+                "unknown message type 0x99; closing the connection".into()
+            )]
+        );
+        assert!(conn.closed_by_server());
+    })
+    .expect("inside");
+}
+
+#[test]
+fn the_board_serves_four_at_once_refuses_a_fifth_and_survives_churn() {
+    if !qemu_available(Firmware::Default) {
+        return;
+    }
+    let Some(mut net) = test_net(1) else { return };
+    let scratch = Scratch::new("board-load");
+    let (_, addr) = start_board(
+        &mut net,
+        0,
+        BOARD,
+        Firmware::Default,
+        &scratch.0.join("board.defmt"),
+    );
+    net.run_inside(move || {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut conn = Conn::connect(addr).expect("connect");
+                    conn.set_file_size(SAMPLE.len() as u32);
+                    conn.ask(&[whole_sample()]).expect("download")
+                        == [Answer::Data(SAMPLE.to_vec())]
+                })
+            })
+            .collect();
+        for client in clients {
+            assert!(
+                client.join().expect("client"),
+                "a concurrent download was not byte-identical"
+            );
+        }
+        // Four held open: a fifth is told the board is busy.
+        let mut held: Vec<Conn> = (0..4)
+            .map(|_| Conn::connect(addr).expect("connect"))
+            .collect();
+        for conn in &mut held {
+            assert_eq!(
+                conn.ask(&[Request::FileSize]).expect("answer"),
+                [Answer::Size(300_000)]
+            );
+        }
+        let mut fifth = Conn::connect(addr).expect("connect");
+        let answers = fifth.ask(&[Request::FileSize]).expect("busy answer");
+        assert_eq!(
+            answers,
+            [Answer::Error(
+                "server busy: too many connections; try again later".into()
+            )]
+        );
+        drop(held);
+        drop(fifth);
+        std::thread::sleep(Duration::from_millis(1500));
+        for round in 0..100 {
+            let mut conn =
+                Conn::connect(addr).unwrap_or_else(|e| panic!("connection {round}: {e}"));
+            assert_eq!(
+                conn.ask(&[Request::FileSize]).expect("answer"),
+                [Answer::Size(300_000)],
+                "round {round}"
+            );
+        }
+    })
+    .expect("inside");
+}
