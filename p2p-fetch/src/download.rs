@@ -18,10 +18,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Failures a peer may have before it is dropped.
-const MAX_FAILURES: u32 = 3;
+/// Failures a peer may have before it is dropped: with the backoff, a board that reboots
+/// within about 3.5 s is kept.
+const MAX_FAILURES: u32 = 4;
 /// The first retry waits this long; each next one twice as long.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// How long an idle connection waits for blocks to come free before looking again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// An idle connection sends a File Size Request this often, so the server (which closes

@@ -259,7 +259,50 @@ fn a_dead_sole_holder_is_retried_with_backoff_then_dropped() {
         errors.contains(&format!("{doomed}: cannot connect")),
         "{errors}"
     );
-    assert!(errors.contains("retrying in 250 ms"), "{errors}");
+    assert!(errors.contains("retrying in 500 ms"), "{errors}");
     assert!(errors.contains("dropping this peer"), "{errors}");
     assert!(errors.contains("are held by no reachable peer"), "{errors}");
+}
+
+#[test]
+fn a_peer_that_restarts_is_used_again_after_a_backoff() {
+    let rebooting = Scripted::new(Blocks::DieAfter(64 * 1024)).start();
+    let host = honest("0-3071", &[rebooting]);
+    let dir = scratch("reboot");
+    let output = dir.join("file.bin");
+    let child = p2p_fetch()
+        .arg(host.to_string())
+        .args(["--json", "-o"])
+        .arg(&output)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it is gone, it comes back on the same port, honest and whole.
+    let started = Instant::now();
+    while std::net::TcpStream::connect(rebooting).is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the peer never died"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let listener = TcpListener::bind(rebooting).unwrap();
+    serve_honestly(listener, "0-5119", &[]);
+    let result = child.wait_with_output().unwrap();
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert_is_the_file(&output);
+    assert!(
+        stderr(&result).contains(&format!("{rebooting}: ")),
+        "{}",
+        stderr(&result)
+    );
+    assert!(
+        stderr(&result).contains("retrying in"),
+        "{}",
+        stderr(&result)
+    );
+    let entry = peer_summary(&summary(&result), rebooting);
+    assert_eq!(entry["dropped"], false, "{entry}");
+    assert!(entry["bytes"].as_u64().unwrap() > 64 * 1024, "{entry}");
 }

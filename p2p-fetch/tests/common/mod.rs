@@ -50,6 +50,12 @@ fn listen() -> (TcpListener, SocketAddrV4) {
 /// An honest peer: p2p-serve's server holding `held` (e.g. "0-3071") and listing `peers`.
 pub fn honest(held: &str, peers: &[SocketAddrV4]) -> SocketAddrV4 {
     let (listener, addr) = listen();
+    serve_honestly(listener, held, peers);
+    addr
+}
+
+/// An honest peer on `listener`, as [`honest`].
+pub fn serve_honestly(listener: TcpListener, held: &str, peers: &[SocketAddrV4]) {
     let held: BlockRanges<8> = held.parse().unwrap();
     let peers: Vec<PeerAddr> = peers.iter().copied().map(peer_addr).collect();
     std::thread::spawn(move || {
@@ -62,7 +68,6 @@ pub fn honest(held: &str, peers: &[SocketAddrV4]) -> SocketAddrV4 {
         };
         let _ = server.serve(&listener);
     });
-    addr
 }
 
 /// How a scripted peer answers Block Requests.
