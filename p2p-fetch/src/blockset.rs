@@ -46,9 +46,14 @@ impl BlockSet {
         &self.bits
     }
 
-    /// How many blocks the set is over.
-    pub fn len(&self) -> u32 {
+    /// How many blocks the set is over (in it or not).
+    pub fn block_count(&self) -> u32 {
         self.len
+    }
+
+    /// Whether every block of `0..block_count` is in the set.
+    pub fn is_full(&self) -> bool {
+        self.count() == self.len
     }
 
     pub fn is_empty(&self) -> bool {

@@ -249,14 +249,13 @@ impl Scheduler {
     /// Waits up to `timeout` for the last block to arrive.
     pub fn wait_finished(&self, timeout: Duration) {
         let state = self.lock();
-        let _ = self.changed.wait_timeout_while(state, timeout, |state| {
-            state.done.count() != state.done.len()
-        });
+        let _ = self
+            .changed
+            .wait_timeout_while(state, timeout, |state| !state.done.is_full());
     }
 
     pub fn is_finished(&self) -> bool {
-        let state = self.lock();
-        state.done.count() == state.done.len()
+        self.lock().done.is_full()
     }
 
     pub fn done(&self) -> BlockSet {
