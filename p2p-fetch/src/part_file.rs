@@ -256,12 +256,19 @@ fn read_record(path: &Path, geometry: Geometry) -> Result<BlockSet, String> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
+    /// `file.bin` in a fresh directory; the directory is removed when the guard drops.
+    fn scratch(name: &str) -> (PathBuf, impl Drop) {
+        struct Remove(PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = fs::remove_dir_all(&self.0);
+            }
+        }
         let dir =
             std::env::temp_dir().join(format!("p2p-fetch-unit-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let _ = fs::create_dir_all(&dir);
-        dir.join("file.bin")
+        (dir.join("file.bin"), Remove(dir))
     }
 
     fn quiet() -> Log {
@@ -273,7 +280,7 @@ mod tests {
 
     #[test]
     fn saved_blocks_are_resumed_and_a_record_for_another_size_is_not() {
-        let output = scratch("resume");
+        let (output, _cleanup) = scratch("resume");
         let geometry = Geometry::new(10 * 1024 + 5);
         let (part, done) = PartFile::open(&output, geometry, false, &quiet()).unwrap();
         assert!(done.is_empty());
@@ -298,7 +305,7 @@ mod tests {
 
     #[test]
     fn garbage_records_are_refused() {
-        let output = scratch("garbage");
+        let (output, _cleanup) = scratch("garbage");
         let record = with_suffix(&output, ".part.blocks");
         let geometry = Geometry::new(4096);
         fs::write(&record, b"not a record").unwrap();

@@ -25,7 +25,8 @@ fn fetch_time(peers: usize) -> Duration {
                 ..Scripted::new(Blocks::Throttled(RATE))
             }
             .start();
-            let output = scratch(&format!("scaling-{peers}-{run_index}")).join("file.bin");
+            let dir = scratch(&format!("scaling-{peers}-{run_index}"));
+            let output = dir.join("file.bin");
             let started = Instant::now();
             let result = run(p2p_fetch()
                 .arg(host.to_string())

@@ -258,12 +258,28 @@ fn header(out: &mut Vec<u8>, header: ResponseHeader<'_>) {
     out.extend_from_slice(&bytes[..len]);
 }
 
-/// A fresh directory for one test's output.
-pub fn scratch(name: &str) -> PathBuf {
+/// A fresh directory for one test's output, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("p2p-fetch-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 pub fn p2p_fetch() -> Command {
