@@ -26,6 +26,22 @@ fn an_unreachable_host_is_a_clear_error() {
         stderr(&result)
     );
     assert!(!dir.join("file.bin.part").exists());
+    // With --json the failure is a summary too.
+    let result = run(p2p_fetch()
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--timeout", "1", "--json", "-o"])
+        .arg(dir.join("file.bin")));
+    assert_eq!(result.status.code(), Some(3));
+    let summary = summary(&result);
+    assert_eq!(summary["ok"], false);
+    assert_eq!(summary["exit_code"], 3);
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{summary}"
+    );
 }
 
 #[test]
