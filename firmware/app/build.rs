@@ -6,6 +6,8 @@
 //! - `P2P_PEERS`: the peer list, e.g. `10.0.0.3:8888,10.0.0.4` (default: none).
 //! - `P2P_IP`: `dhcp` (default: DHCP, falling back to an address derived from the MAC) or a
 //!   static `ADDR/PREFIX`; `P2P_GATEWAY`: a static gateway.
+//! - `P2P_BENCH_RAW_TCP`: benchmark anchor only: instead of the protocol, send the served
+//!   file's length of raw TCP to whoever connects, through the same stack and buffers.
 
 use p2p_core::geometry::Geometry;
 use p2p_core::store::check_held;
@@ -93,6 +95,8 @@ fn generate() -> Result<(), String> {
         }
     };
 
+    let raw_tcp = setting("P2P_BENCH_RAW_TCP").is_some();
+
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
     std::fs::copy(&file, out.join("served.bin")).map_err(|e| e.to_string())?;
     let geometry = Geometry::new(size);
@@ -106,7 +110,9 @@ fn generate() -> Result<(), String> {
          pub const PEERS: &[PeerAddr] = &[{}];\n\
          /// A static address and prefix, or `None` for DHCP with a fallback.\n\
          pub const STATIC_IP: Option<([u8; 4], u8)> = {static_ip};\n\
-         pub const GATEWAY: Option<[u8; 4]> = {gateway};\n",
+         pub const GATEWAY: Option<[u8; 4]> = {gateway};\n\
+         /// Benchmark anchor: send raw TCP instead of serving the protocol.\n\
+         pub const BENCH_RAW_TCP: bool = {raw_tcp};\n",
         geometry.block_count(),
         geometry.block_size(),
         peers.join(", "),

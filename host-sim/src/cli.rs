@@ -61,9 +61,16 @@ pub struct Args {
     /// Limit the link to about this many kbit/s each way, like a slow board.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
+    /// TCP congestion control of the served sockets (smoltcp's): cubic, reno or none.
+    #[arg(long, default_value = "cubic", value_parser = ["cubic", "reno", "none"])]
+    pub congestion_control: String,
     /// Serve through the kernel's TCP on ADDR:PORT instead of a TAP (same session code).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Benchmark anchor: on each connection send this many bytes of raw TCP instead of the
+    /// protocol, through the same TAP, smoltcp configuration and buffers.
+    #[arg(long, hide = true)]
+    pub raw_tcp_bytes: Option<u64>,
     /// More log output (-v: every request, -vv: everything).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,

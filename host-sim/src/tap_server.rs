@@ -9,7 +9,7 @@ use p2p_core::server::{ServerConfig, SessionEvent};
 use p2p_core::{BlockStore, Duration};
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::phy::{Device, FaultInjector, PcapMode, PcapWriter};
-use smoltcp::socket::tcp::CongestionControl;
+use smoltcp::socket::tcp::{self, CongestionControl};
 use smoltcp::time::{Duration as NetDuration, Instant as NetInstant};
 use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -85,11 +85,11 @@ fn packets_per_interval(kbit: u64) -> (u64, NetDuration) {
     }
 }
 
-fn run<D: Device>(
+fn run<'a, D: Device>(
     mut device: D,
     fd: i32,
-    args: &Args,
-    store: &dyn BlockStore,
+    args: &'a Args,
+    store: &'a dyn BlockStore,
     idle: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -112,22 +112,30 @@ fn run<D: Device>(
             .map_err(|error| format!("gateway {gateway}: {error}"))?;
     }
 
-    let mut sockets = SocketSet::new(Vec::new());
-    // Zeroed allocations: pages are only touched as a connection's window grows.
-    let buffers = [(); SOCKETS].map(|()| SocketBuffers {
-        rx: vec![0u8; RX_BUFFER].leak(),
-        tx: vec![0u8; TX_BUFFER].leak(),
-    });
-    let mut server_config = ServerConfig::new(store, &args.peers);
-    server_config.idle_timeout = idle;
-    let mut server: Server<'_, SOCKETS> =
-        Server::new(server_config, args.port, &mut sockets, buffers);
-    server.set_connection_limit(usize::from(args.max_connections));
-    for handle in server.handles() {
-        sockets
-            .get_mut::<smoltcp::socket::tcp::Socket>(handle)
-            .set_congestion_control(CongestionControl::Cubic);
-    }
+    let mut sockets: SocketSet<'a> = SocketSet::new(Vec::new());
+    let mut service: Box<dyn FnMut(NetInstant, &mut SocketSet<'a>) -> Option<NetInstant> + 'a> =
+        match args.raw_tcp_bytes {
+            Some(total) => Box::new(raw_sender(&mut sockets, args, total)),
+            None => {
+                // Zeroed allocations: pages are only touched as a connection's window grows.
+                let buffers = [(); SOCKETS].map(|()| SocketBuffers {
+                    rx: vec![0u8; RX_BUFFER].leak(),
+                    tx: vec![0u8; TX_BUFFER].leak(),
+                });
+                let mut server_config = ServerConfig::new(store, &args.peers);
+                server_config.idle_timeout = idle;
+                let mut server: Server<'a, SOCKETS> =
+                    Server::new(server_config, args.port, &mut sockets, buffers);
+                server.set_connection_limit(usize::from(args.max_connections));
+                for handle in server.handles() {
+                    tune(
+                        sockets.get_mut::<tcp::Socket>(handle),
+                        &args.congestion_control,
+                    );
+                }
+                Box::new(move |now, sockets| server.poll(now, sockets, &mut log_event))
+            }
+        };
     log::info!(
         "{}/{} on {} (MAC {}), port {}, up to {} connections",
         args.ip.0,
@@ -144,7 +152,7 @@ fn run<D: Device>(
         // Until quiet: what the server queues goes out in the same round.
         for _ in 0..64 {
             let polled = iface.poll(timestamp, &mut device, &mut sockets);
-            server_at = server.poll(timestamp, &mut sockets, &mut log_event);
+            server_at = service(timestamp, &mut sockets);
             if polled == PollResult::None {
                 break;
             }
@@ -164,6 +172,57 @@ fn run<D: Device>(
     }
     log::info!("interrupted; exiting");
     Ok(())
+}
+
+/// Applies the chosen congestion control to a served socket (see BENCHMARKS.md for how each
+/// fares under loss).
+fn tune(socket: &mut tcp::Socket<'_>, algorithm: &str) {
+    socket.set_congestion_control(match algorithm {
+        "reno" => CongestionControl::Reno,
+        "none" => CongestionControl::None,
+        _ => CongestionControl::Cubic,
+    });
+}
+
+/// The benchmark anchor: one socket with the server's buffer sizes that sends `total` bytes
+/// of raw TCP to whoever connects, then closes.
+fn raw_sender<'a>(
+    sockets: &mut SocketSet<'a>,
+    args: &Args,
+    total: u64,
+) -> impl FnMut(NetInstant, &mut SocketSet<'a>) -> Option<NetInstant> + use<'a> {
+    let port = args.port;
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0u8; RX_BUFFER]),
+        tcp::SocketBuffer::new(vec![0u8; TX_BUFFER]),
+    );
+    socket.set_nagle_enabled(false);
+    tune(&mut socket, &args.congestion_control);
+    let _ = socket.listen(port);
+    let handle = sockets.add(socket);
+    let mut sent = 0u64;
+    move |_, sockets| {
+        let socket = sockets.get_mut::<tcp::Socket>(handle);
+        if socket.state() == tcp::State::Closed {
+            sent = 0;
+            let _ = socket.listen(port);
+        }
+        while sent < total && socket.can_send() {
+            let left = usize::try_from(total - sent).unwrap_or(usize::MAX);
+            let queued = socket.send(|space| {
+                let len = space.len().min(left);
+                (len, len)
+            });
+            match queued {
+                Ok(0) | Err(_) => break,
+                Ok(len) => sent += len as u64,
+            }
+        }
+        if sent >= total && socket.may_send() {
+            socket.close();
+        }
+        None
+    }
 }
 
 /// Sleeps until the TAP has a frame or `delay` has passed: no busy spinning.

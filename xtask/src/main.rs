@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
 mod check;
 mod demo;
 mod firmware;
@@ -22,6 +23,8 @@ enum Command {
     Demo,
     /// Every check: formatting, clippy, the embedded build, unit and end-to-end tests.
     Test(check::TestArgs),
+    /// Measure against anchors, side by side in one run.
+    Bench(bench::BenchArgs),
     /// Build the firmware boards, or measure their footprint.
     Firmware(firmware::FirmwareArgs),
     /// Private test networks: a network namespace with a bridge and TAP devices.
@@ -30,6 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Bench(args) => bench::run_bench(args),
         Command::Demo => demo::run_demo(),
         Command::Test(args) => check::run_all(args),
         Command::Firmware(args) => firmware::run_command(args),

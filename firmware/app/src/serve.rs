@@ -6,7 +6,9 @@ use crate::settings::{self, MAX_HELD_RANGES};
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::server::{ServerConfig, SessionEvent};
 use p2p_core::{BlockRanges, DEFAULT_PORT, SliceStore};
-use smoltcp::iface::{Config, Interface, PollResult, SocketSet, SocketStorage};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress};
 
 /// Connections served at once; two more sockets always listen.
@@ -53,9 +55,15 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
         tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
     });
-    let server_config = ServerConfig::new(&store, settings::PEERS);
-    let mut server = Server::new(server_config, DEFAULT_PORT, &mut sockets, buffers);
-    defmt::info!("serving on port {=u16} with {=usize} connections", DEFAULT_PORT, CONNECTIONS);
+    let mut service = if settings::BENCH_RAW_TCP {
+        defmt::warn!("benchmark build: raw TCP on port {=u16}, not the protocol", DEFAULT_PORT);
+        let [first, ..] = buffers;
+        Service::Raw(RawSender::new(&mut sockets, first, settings::FILE.len()))
+    } else {
+        let server_config = ServerConfig::new(&store, settings::PEERS);
+        defmt::info!("serving on port {=u16} with {=usize} connections", DEFAULT_PORT, CONNECTIONS);
+        Service::Protocol(Server::new(server_config, DEFAULT_PORT, &mut sockets, buffers))
+    };
 
     loop {
         board.feed_watchdog();
@@ -66,7 +74,10 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         for _ in 0..8 {
             let polled = iface.poll(now, board.device(), &mut sockets);
             network.poll(&mut iface, &mut sockets, now);
-            server_at = server.poll(now, &mut sockets, &mut |event| log(event, &*board));
+            server_at = match &mut service {
+                Service::Protocol(server) => server.poll(now, &mut sockets, &mut |event| log(event, &*board)),
+                Service::Raw(raw) => raw.poll(&mut sockets),
+            };
             if polled == PollResult::None {
                 break;
             }
@@ -76,6 +87,57 @@ pub fn run<B: Board>(board: &mut B) -> ! {
             .flatten()
             .min();
         board.sleep_until(deadline);
+    }
+}
+
+enum Service<'a> {
+    Protocol(Server<'a, SOCKETS>),
+    Raw(RawSender),
+}
+
+/// The benchmark anchor (`P2P_BENCH_RAW_TCP`): one socket with the server's buffers that sends
+/// `total` bytes of raw TCP to whoever connects, then closes.
+struct RawSender {
+    handle: SocketHandle,
+    total: usize,
+    sent: usize,
+}
+
+impl RawSender {
+    fn new<'a>(sockets: &mut SocketSet<'a>, buffers: SocketBuffers<'a>, total: usize) -> Self {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(buffers.rx),
+            tcp::SocketBuffer::new(buffers.tx),
+        );
+        socket.set_nagle_enabled(false);
+        let _ = socket.listen(DEFAULT_PORT);
+        Self {
+            handle: sockets.add(socket),
+            total,
+            sent: 0,
+        }
+    }
+
+    fn poll(&mut self, sockets: &mut SocketSet<'_>) -> Option<Instant> {
+        let socket = sockets.get_mut::<tcp::Socket>(self.handle);
+        if socket.state() == tcp::State::Closed {
+            self.sent = 0;
+            let _ = socket.listen(DEFAULT_PORT);
+        }
+        while self.sent < self.total && socket.can_send() {
+            let left = self.total - self.sent;
+            match socket.send(|space| {
+                let len = space.len().min(left);
+                (len, len)
+            }) {
+                Ok(0) | Err(_) => break,
+                Ok(len) => self.sent += len,
+            }
+        }
+        if self.sent >= self.total && socket.may_send() {
+            socket.close();
+        }
+        None
     }
 }
 

@@ -1,0 +1,591 @@
+//! `cargo xtask bench ...`: measurements side by side with their anchors, in one run.
+//! Each prints a Markdown table for BENCHMARKS.md.
+
+use crate::run::{cargo, root, run};
+use p2p_testnet::TestNet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// host-sim over its TAP vs raw smoltcp on the same TAP vs kernel TCP over veth; loss,
+    /// memory and idle CPU.
+    HostSim {
+        /// Size of the downloaded file, MiB.
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+    },
+    /// Each board's flash and RAM (static plus measured peak stack), and the QEMU board's
+    /// download throughput beside the same firmware sending raw TCP.
+    Firmware,
+}
+
+pub fn run_bench(args: BenchArgs) -> Result<(), String> {
+    match args.what {
+        BenchWhat::HostSim { mib } => host_sim(mib << 20),
+        BenchWhat::Firmware => firmware(),
+    }
+}
+
+/// Best of this many runs for each throughput figure.
+const RUNS: usize = 3;
+
+fn host_sim(size: u64) -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "host-sim"]))?;
+    let host_sim = root().join("target/release/host-sim");
+    let scratch = std::env::temp_dir().join(format!("p2p-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let file = scratch.join("bench.bin");
+    write_file(&file, size)?;
+    let blocks =
+        p2p_core::Geometry::new(u32::try_from(size).map_err(|_| "file too large")?).block_count();
+    let request = {
+        let [hi, lo] = u16::try_from(blocks - 1).unwrap_or(u16::MAX).to_be_bytes();
+        vec![0x04, 0, 0, hi, lo]
+    };
+
+    let mut rows = Rows::default();
+    let protocol = best_of(|| {
+        download_from_host_sim(
+            &host_sim,
+            &[&"--file".into(), &file.display().to_string()],
+            &request,
+            size + 1,
+        )
+    })?;
+    let raw = best_of(|| {
+        download_from_host_sim(
+            &host_sim,
+            &[&"--raw-tcp-bytes".into(), &size.to_string()],
+            &[],
+            size,
+        )
+    })?;
+    let kernel = best_of(|| kernel_over_veth(size))?;
+    rows.push(format!(
+        "| host-sim over TAP, MTU 1500 (ours) | {:.2} Gbit/s | raw smoltcp, same TAP and buffers: {:.2} Gbit/s | {:.2} | >= 0.90 |",
+        gbit(size, protocol),
+        gbit(size, raw),
+        raw.as_secs_f64() / protocol.as_secs_f64()
+    ));
+    rows.push(format!(
+        "| host-sim over TAP (ours) | {:.2} Gbit/s | kernel TCP over veth (the machine's ceiling): {:.2} Gbit/s | {:.2} | |",
+        gbit(size, protocol),
+        gbit(size, kernel),
+        kernel.as_secs_f64() / protocol.as_secs_f64()
+    ));
+
+    // Loss recovery is slow (see BENCHMARKS.md): a smaller file keeps the run short.
+    let lossy_size = size.min(16 << 20);
+    let lossy_blocks = p2p_core::Geometry::new(lossy_size as u32).block_count();
+    let [hi, lo] = u16::try_from(lossy_blocks - 1)
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    let lossy = best_of(|| {
+        download_from_host_sim(
+            &host_sim,
+            &[
+                &"--file".into(),
+                &file.display().to_string(),
+                &"--drop-chance".into(),
+                &"1".into(),
+            ],
+            &[0x04, 0, 0, hi, lo],
+            lossy_size + 1,
+        )
+    })?;
+    let lossless = best_of(|| {
+        download_from_host_sim(
+            &host_sim,
+            &[&"--file".into(), &file.display().to_string()],
+            &[0x04, 0, 0, hi, lo],
+            lossy_size + 1,
+        )
+    })?;
+    rows.push(format!(
+        "| host-sim under 1% drop each way (ours, CUBIC) | {:.3} Gbit/s | host-sim without loss: {:.2} Gbit/s | {:.2} | |",
+        gbit(lossy_size, lossy),
+        gbit(lossy_size, lossless),
+        lossless.as_secs_f64() / lossy.as_secs_f64()
+    ));
+
+    let (peak_kib, served) = memory_serving_eight(&host_sim, &scratch)?;
+    rows.push(format!(
+        "| host-sim peak RSS serving a 1 GiB file to 8 clients ({} MiB each) | {:.1} MiB | | | < 16 MiB |",
+        served >> 20,
+        peak_kib as f64 / 1024.0
+    ));
+    let idle = idle_cpu(&host_sim)?;
+    rows.push(format!(
+        "| host-sim CPU with no clients for 10 s | {idle:.2}% of a core | | | < 1% |"
+    ));
+
+    let _ = std::fs::remove_dir_all(&scratch);
+    rows.print();
+    Ok(())
+}
+
+/// Result rows: each is shown as soon as it is measured, and all of them as a table at the end.
+#[derive(Default)]
+struct Rows(Vec<String>);
+
+impl Rows {
+    fn push(&mut self, row: String) {
+        eprintln!("measured: {row}");
+        self.0.push(row);
+    }
+
+    fn print(&self) {
+        println!("\n| what | ours | anchor | ratio | goal |\n|---|---|---|---|---|");
+        for row in &self.0 {
+            println!("{row}");
+        }
+    }
+}
+
+fn gbit(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 * 8.0 / time.as_secs_f64() / 1e9
+}
+
+fn best_of(mut measure: impl FnMut() -> Result<Duration, String>) -> Result<Duration, String> {
+    let mut best = Duration::MAX;
+    for _ in 0..RUNS {
+        best = best.min(measure()?);
+    }
+    Ok(best)
+}
+
+/// A file of `size` bytes of varied content, written once.
+fn write_file(path: &Path, size: u64) -> Result<(), String> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| e.to_string())?);
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let mut left = size;
+    while left > 0 {
+        let len = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..len]).map_err(|e| e.to_string())?;
+        left -= len as u64;
+    }
+    file.flush().map_err(|e| e.to_string())
+}
+
+/// Starts host-sim with `extra` on a fresh test network, sends `request` from kernel TCP inside
+/// the namespace and times reading `expect` bytes.
+fn download_from_host_sim(
+    host_sim: &Path,
+    extra: &[&String],
+    request: &[u8],
+    expect: u64,
+) -> Result<Duration, String> {
+    let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
+    let mut command = net.command(host_sim.to_str().unwrap_or("host-sim"));
+    command
+        .args(["--tap", "tap0", "--ip", "10.0.0.2/24"])
+        .args(extra.iter().map(|s| s.as_str()));
+    command.env("RUST_LOG", "warn").stdout(Stdio::null());
+    net.spawn(&mut command).map_err(|e| e.to_string())?;
+    let request = request.to_vec();
+    net.run_inside(move || -> Result<Duration, String> {
+        let addr: SocketAddr = "10.0.0.2:8888".parse().map_err(|e| format!("{e}"))?;
+        let mut stream = connect_retrying(addr)?;
+        let started = Instant::now();
+        stream.write_all(&request).map_err(|e| e.to_string())?;
+        read_exactly(&mut stream, expect)?;
+        Ok(started.elapsed())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+fn connect_retrying(addr: SocketAddr) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .map_err(|e| e.to_string())?;
+                return Ok(stream);
+            }
+            Err(error) if Instant::now() > deadline => {
+                return Err(format!("connect {addr}: {error}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn read_exactly(stream: &mut TcpStream, expect: u64) -> Result<(), String> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    while got < expect {
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(format!("closed after {got} of {expect} bytes")),
+            Ok(len) => got += len as u64,
+            Err(error) => return Err(format!("after {got} of {expect} bytes: {error}")),
+        }
+    }
+    Ok(())
+}
+
+/// Kernel TCP between two namespaces joined by a veth pair: the machine's ceiling.
+fn kernel_over_veth(size: u64) -> Result<Duration, String> {
+    let sender = TestNet::new(0).map_err(|e| e.to_string())?;
+    let receiver = TestNet::new(0).map_err(|e| e.to_string())?;
+    receiver
+        .ip(&[
+            "link",
+            "add",
+            "va",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vb",
+            "netns",
+            sender.name(),
+        ])
+        .map_err(|e| e.to_string())?;
+    receiver
+        .ip(&["addr", "add", "10.9.0.1/24", "dev", "va"])
+        .map_err(|e| e.to_string())?;
+    receiver
+        .ip(&["link", "set", "va", "up"])
+        .map_err(|e| e.to_string())?;
+    sender
+        .ip(&["addr", "add", "10.9.0.2/24", "dev", "vb"])
+        .map_err(|e| e.to_string())?;
+    sender
+        .ip(&["link", "set", "vb", "up"])
+        .map_err(|e| e.to_string())?;
+    let listener = sender
+        .run_inside(|| TcpListener::bind("10.9.0.2:9000").map_err(|e| e.to_string()))
+        .map_err(|e| e.to_string())??;
+    let serving = std::thread::spawn(move || -> Result<(), String> {
+        let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let len = left.min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..len]).map_err(|e| e.to_string())?;
+            left -= len as u64;
+        }
+        Ok(())
+    });
+    let elapsed = receiver
+        .run_inside(move || -> Result<Duration, String> {
+            let mut stream =
+                connect_retrying("10.9.0.2:9000".parse().map_err(|e| format!("{e}"))?)?;
+            let started = Instant::now();
+            read_exactly(&mut stream, size)?;
+            Ok(started.elapsed())
+        })
+        .map_err(|e| e.to_string())??;
+    serving.join().map_err(|_| "sender thread panicked")??;
+    Ok(elapsed)
+}
+
+/// host-sim serving a 1 GiB file (sparse, so the page cache is not the question) to 8 clients
+/// at once, each fetching its own 128 MiB; returns host-sim's peak RSS in KiB and bytes per client.
+fn memory_serving_eight(host_sim: &Path, scratch: &Path) -> Result<(u64, u64), String> {
+    let big: PathBuf = scratch.join("one-gib.bin");
+    let file = std::fs::File::create(&big).map_err(|e| e.to_string())?;
+    file.set_len(1 << 30).map_err(|e| e.to_string())?;
+    let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
+    let mut command = net.command(host_sim.to_str().unwrap_or("host-sim"));
+    command
+        .args(["--tap", "tap0", "--ip", "10.0.0.2/24", "--file"])
+        .arg(&big)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let index = net.spawn(&mut command).map_err(|e| e.to_string())?;
+    // Each client takes an eighth of the blocks.
+    let geometry = p2p_core::Geometry::new(1 << 30);
+    let blocks_each = u16::try_from(geometry.block_count() / 8).map_err(|_| "block count")?;
+    let per_client = u64::from(blocks_each) * u64::from(geometry.block_size());
+    net.run_inside(move || -> Result<(), String> {
+        let addr: SocketAddr = "10.0.0.2:8888".parse().map_err(|e| format!("{e}"))?;
+        drop(connect_retrying(addr)?);
+        let clients: Vec<_> = (0..8u16)
+            .map(|client| {
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut stream = connect_retrying(addr)?;
+                    let [s0, s1] = (client * blocks_each).to_be_bytes();
+                    let [e0, e1] = (client * blocks_each + (blocks_each - 1)).to_be_bytes();
+                    stream
+                        .write_all(&[0x04, s0, s1, e0, e1])
+                        .map_err(|e| e.to_string())?;
+                    read_exactly(&mut stream, per_client + 1)
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().map_err(|_| "client panicked")??;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())??;
+    // The process started by `ip netns exec` is host-sim itself (exec), so its pid is the child's.
+    let pid = net.child(index).map(|c| c.id()).ok_or("host-sim is gone")?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let peak = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .ok_or("no VmHWM in /proc/PID/status")?;
+    Ok((peak, per_client))
+}
+
+/// host-sim's CPU use over 10 s with no clients, in percent of one core.
+fn idle_cpu(host_sim: &Path) -> Result<f64, String> {
+    let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
+    let mut command = net.command(host_sim.to_str().unwrap_or("host-sim"));
+    command
+        .args(["--tap", "tap0", "--ip", "10.0.0.2/24"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let index = net.spawn(&mut command).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = net.child(index).map(|c| c.id()).ok_or("host-sim is gone")?;
+    let ticks = || -> Result<u64, String> {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // After the command name: utime and stime are fields 14 and 15 of the line, 11 and 12
+        // counted from 0 here.
+        Ok(field(11) + field(12))
+    };
+    let before = ticks()?;
+    std::thread::sleep(Duration::from_secs(10));
+    let after = ticks()?;
+    // Clock ticks are 1/100 s on Linux.
+    Ok((after - before) as f64 / 100.0 / 10.0 * 100.0)
+}
+
+/// The file the firmware throughput runs serve: large enough to time, small enough for flash.
+const FIRMWARE_BENCH_FILE: u64 = 2 << 20;
+
+fn firmware() -> Result<(), String> {
+    crate::firmware::build()?;
+    let mut rows = Rows::default();
+    let peak_stack = firmware_peak_stack()?;
+    for board in crate::firmware::BOARDS {
+        let footprint = crate::firmware::footprint(board)?;
+        let stack = if board == "mps2-an386" {
+            Some(peak_stack)
+        } else {
+            None
+        };
+        rows.push(format!(
+            "| {board} flash (text + rodata + data, without the {} B file) | {:.1} KiB | | | <= 64 KiB |",
+            footprint.file,
+            footprint.flash as f64 / 1024.0
+        ));
+        match stack {
+            Some(stack) => rows.push(format!(
+                "| {board} RAM with 4 connections (static {} B + peak stack {} B, buffers included) | {:.1} KiB | | | <= 48 KiB |",
+                footprint.static_ram,
+                stack,
+                (footprint.static_ram + stack as u64) as f64 / 1024.0
+            )),
+            None => rows.push(format!(
+                "| {board} static RAM (its peak stack needs the board: not measured here) | {:.1} KiB | | | |",
+                footprint.static_ram as f64 / 1024.0
+            )),
+        }
+    }
+
+    let scratch = std::env::temp_dir().join(format!("p2p-fw-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let file = scratch.join("two-mib.bin");
+    write_file(&file, FIRMWARE_BENCH_FILE)?;
+    let protocol_elf = build_firmware_variant("bench-protocol", &file, false)?;
+    let raw_elf = build_firmware_variant("bench-raw", &file, true)?;
+    let blocks = p2p_core::Geometry::new(FIRMWARE_BENCH_FILE as u32).block_count();
+    let [hi, lo] = u16::try_from(blocks - 1).unwrap_or(u16::MAX).to_be_bytes();
+    let protocol = best_of(|| {
+        time_board_download(
+            &protocol_elf,
+            &[0x04, 0, 0, hi, lo],
+            FIRMWARE_BENCH_FILE + 1,
+        )
+    })?;
+    let raw = best_of(|| time_board_download(&raw_elf, &[], FIRMWARE_BENCH_FILE))?;
+    let mib_s =
+        |time: Duration| FIRMWARE_BENCH_FILE as f64 / time.as_secs_f64() / f64::from(1 << 20);
+    rows.push(format!(
+        "| QEMU mps2-an386 download of 2 MiB over TAP (ours) | {:.1} MiB/s | same firmware sending raw TCP: {:.1} MiB/s | {:.2} | >= 0.80 |",
+        mib_s(protocol),
+        mib_s(raw),
+        raw.as_secs_f64() / protocol.as_secs_f64()
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    rows.print();
+    Ok(())
+}
+
+/// Builds the QEMU board serving `file` (or, with `raw`, sending that many raw TCP bytes)
+/// into firmware/target/NAME; returns the ELF.
+fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf, String> {
+    let target = root().join("firmware/target").join(name);
+    let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(root().join("firmware"))
+        .args(["build", "--release", "-p", "mps2-an386"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("P2P_FILE", file)
+        .env_remove("P2P_BLOCKS")
+        .env_remove("P2P_PEERS");
+    if raw {
+        cargo.env("P2P_BENCH_RAW_TCP", "1");
+    } else {
+        cargo.env_remove("P2P_BENCH_RAW_TCP");
+    }
+    run(&mut cargo)?;
+    Ok(target.join("thumbv7em-none-eabihf/release/mps2-an386"))
+}
+
+fn qemu_on_tap0(net: &mut TestNet, elf: &Path, log: Stdio) -> Result<usize, String> {
+    let mut command = net.command("qemu-system-arm");
+    command
+        .args([
+            "-machine",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-monitor",
+            "none",
+        ])
+        .args([
+            "-serial",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+        ])
+        .args([
+            "-nic",
+            "tap,ifname=tap0,script=no,downscript=no,mac=52:54:00:00:00:10",
+            "-kernel",
+        ])
+        .arg(elf)
+        .stdout(log);
+    net.spawn(&mut command).map_err(|e| e.to_string())
+}
+
+/// Boots `elf` on a fresh test network and times one download from it.
+fn time_board_download(elf: &Path, request: &[u8], expect: u64) -> Result<Duration, String> {
+    let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
+    qemu_on_tap0(&mut net, elf, Stdio::null())?;
+    let request = request.to_vec();
+    net.run_inside(move || -> Result<Duration, String> {
+        let addr: SocketAddr = "10.0.0.16:8888".parse().map_err(|e| format!("{e}"))?;
+        // The board takes its fallback address after DHCP's 3 s.
+        let mut stream = connect_retrying_for(addr, Duration::from_secs(20))?;
+        let started = Instant::now();
+        stream.write_all(&request).map_err(|e| e.to_string())?;
+        read_exactly(&mut stream, expect)?;
+        Ok(started.elapsed())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// The QEMU board's peak stack, in bytes, after four concurrent whole-file downloads: read
+/// from its defmt log ("stack peak N bytes"), decoded with defmt-print.
+fn firmware_peak_stack() -> Result<usize, String> {
+    ensure_defmt_print()?;
+    let elf = crate::firmware::elf("mps2-an386");
+    let log_path = std::env::temp_dir().join(format!("p2p-fw-stack-{}.defmt", std::process::id()));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
+    let qemu = qemu_on_tap0(&mut net, &elf, Stdio::from(log))?;
+    net.run_inside(|| -> Result<(), String> {
+        let addr: SocketAddr = "10.0.0.16:8888".parse().map_err(|e| format!("{e}"))?;
+        drop(connect_retrying_for(addr, Duration::from_secs(20))?);
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut stream = connect_retrying(addr)?;
+                    stream
+                        .write_all(&[0x07, 0x00, 0x02, 0x04, 0x00, 0x00, 0x01, 0x24])
+                        .map_err(|e| e.to_string())?;
+                    let mut sink = Vec::new();
+                    stream
+                        .shutdown(std::net::Shutdown::Write)
+                        .map_err(|e| e.to_string())?;
+                    stream.read_to_end(&mut sink).map_err(|e| e.to_string())?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().map_err(|_| "client panicked")??;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())??;
+    std::thread::sleep(Duration::from_millis(500));
+    net.kill(qemu);
+    let decoded = std::process::Command::new("defmt-print")
+        .arg("-e")
+        .arg(&elf)
+        .stdin(std::fs::File::open(&log_path).map_err(|e| e.to_string())?)
+        .output()
+        .map_err(|e| format!("defmt-print: {e}"))?;
+    let _ = std::fs::remove_file(&log_path);
+    String::from_utf8_lossy(&decoded.stdout)
+        .lines()
+        .filter_map(|line| {
+            line.split("stack peak ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .ok_or_else(|| "the board logged no stack peak".to_string())
+}
+
+fn ensure_defmt_print() -> Result<(), String> {
+    if std::process::Command::new("defmt-print")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return Ok(());
+    }
+    run(cargo().args(["install", "defmt-print", "--locked"]))
+}
+
+fn connect_retrying_for(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match connect_retrying(addr) {
+            Ok(stream) => return Ok(stream),
+            Err(error) if Instant::now() > deadline => return Err(error),
+            Err(_) => {}
+        }
+    }
+}
