@@ -73,6 +73,10 @@ pub fn serve(
     }
 }
 
+/// What runs on the sockets each round: the protocol server, or the raw-TCP anchor. Returns
+/// when it next needs a poll.
+type Service<'a> = Box<dyn FnMut(NetInstant, &mut SocketSet<'a>) -> Option<NetInstant> + 'a>;
+
 /// FaultInjector limits packets per interval; a rate in kbit/s becomes full frames per
 /// interval, with the interval stretched for slow rates so at least one frame fits.
 fn packets_per_interval(kbit: u64) -> (u64, NetDuration) {
@@ -113,29 +117,28 @@ fn run<'a, D: Device>(
     }
 
     let mut sockets: SocketSet<'a> = SocketSet::new(Vec::new());
-    let mut service: Box<dyn FnMut(NetInstant, &mut SocketSet<'a>) -> Option<NetInstant> + 'a> =
-        match args.raw_tcp_bytes {
-            Some(total) => Box::new(raw_sender(&mut sockets, args, total)),
-            None => {
-                // Zeroed allocations: pages are only touched as a connection's window grows.
-                let buffers = [(); SOCKETS].map(|()| SocketBuffers {
-                    rx: vec![0u8; RX_BUFFER].leak(),
-                    tx: vec![0u8; TX_BUFFER].leak(),
-                });
-                let mut server_config = ServerConfig::new(store, &args.peers);
-                server_config.idle_timeout = idle;
-                let mut server: Server<'a, SOCKETS> =
-                    Server::new(server_config, args.port, &mut sockets, buffers);
-                server.set_connection_limit(usize::from(args.max_connections));
-                for handle in server.handles() {
-                    tune(
-                        sockets.get_mut::<tcp::Socket>(handle),
-                        &args.congestion_control,
-                    );
-                }
-                Box::new(move |now, sockets| server.poll(now, sockets, &mut log_event))
+    let mut service: Service<'a> = match args.raw_tcp_bytes {
+        Some(total) => Box::new(raw_sender(&mut sockets, args, total)),
+        None => {
+            // Zeroed allocations: pages are only touched as a connection's window grows.
+            let buffers = [(); SOCKETS].map(|()| SocketBuffers {
+                rx: vec![0u8; RX_BUFFER].leak(),
+                tx: vec![0u8; TX_BUFFER].leak(),
+            });
+            let mut server_config = ServerConfig::new(store, &args.peers);
+            server_config.idle_timeout = idle;
+            let mut server: Server<'a, SOCKETS> =
+                Server::new(server_config, args.port, &mut sockets, buffers);
+            server.set_connection_limit(usize::from(args.max_connections));
+            for handle in server.handles() {
+                tune(
+                    sockets.get_mut::<tcp::Socket>(handle),
+                    &args.congestion_control,
+                );
             }
-        };
+            Box::new(move |now, sockets| server.poll(now, sockets, &mut log_event))
+        }
+    };
     log::info!(
         "{}/{} on {} (MAC {}), port {}, up to {} connections",
         args.ip.0,
