@@ -391,6 +391,10 @@ fn firmware() -> Result<(), String> {
     let mut rows = Rows::default();
     let peak_stack = firmware_peak_stack()?;
     for board in crate::firmware::BOARDS {
+        if !crate::firmware::elf(board).is_file() {
+            rows.push(format!("| {board} | not built | | | |"));
+            continue;
+        }
         let footprint = crate::firmware::footprint(board)?;
         let stack = if board == "mps2-an386" {
             Some(peak_stack)
