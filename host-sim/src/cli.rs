@@ -58,7 +58,8 @@ pub struct Args {
     /// Corrupt this percentage of frames, both directions.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub corrupt_chance: u8,
-    /// Limit the link to about this many kbit/s each way, like a slow board.
+    /// Shape what host-sim sends to this many kbit/s, like a slow board's link (frames are
+    /// delayed, not dropped).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
     /// TCP congestion control of the served sockets (smoltcp's): cubic, reno or none.

@@ -2,7 +2,8 @@
 //! p2p-core's driver on its sockets, sleeping on the TAP's descriptor between events.
 
 use crate::cli::{Args, MAX_CONNECTIONS};
-use crate::tap::{MAX_FRAME, Tap};
+use crate::shaper::Shaper;
+use crate::tap::Tap;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::server::{ServerConfig, SessionEvent};
@@ -31,7 +32,7 @@ pub fn serve(
 ) -> Result<(), String> {
     let tap = Tap::open(&args.tap)?;
     let fd = tap.as_raw_fd();
-    let faults = args.drop_chance > 0 || args.corrupt_chance > 0 || args.rate.is_some();
+    let faults = args.drop_chance > 0 || args.corrupt_chance > 0;
     let pcap = match &args.pcap {
         Some(path) => Some(
             std::fs::File::create(path)
@@ -43,12 +44,6 @@ pub fn serve(
         let mut device = FaultInjector::new(tap, std::process::id());
         device.set_drop_chance(args.drop_chance);
         device.set_corrupt_chance(args.corrupt_chance);
-        if let Some(kbit) = args.rate {
-            let (packets, interval) = packets_per_interval(kbit);
-            device.set_max_tx_rate(packets);
-            device.set_max_rx_rate(packets);
-            device.set_bucket_interval(interval);
-        }
         device
     };
     match (faults, pcap) {
@@ -77,26 +72,15 @@ pub fn serve(
 /// when it next needs a poll.
 type Service<'a> = Box<dyn FnMut(NetInstant, &mut SocketSet<'a>) -> Option<NetInstant> + 'a>;
 
-/// FaultInjector limits packets per interval; a rate in kbit/s becomes full frames per
-/// interval, with the interval stretched for slow rates so at least one frame fits.
-fn packets_per_interval(kbit: u64) -> (u64, NetDuration) {
-    let frame_bits = (MAX_FRAME as u64) * 8;
-    let per_second = (kbit * 1000 / frame_bits).max(1);
-    if per_second >= 100 {
-        (per_second / 100, NetDuration::from_millis(10))
-    } else {
-        (1, NetDuration::from_millis(1000 / per_second))
-    }
-}
-
 fn run<'a, D: Device>(
-    mut device: D,
+    device: D,
     fd: i32,
     args: &'a Args,
     store: &'a dyn BlockStore,
     idle: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
+    let mut device = Shaper::new(device, args.rate);
     let epoch = std::time::Instant::now();
     let now =
         || NetInstant::from_micros(i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX));
@@ -271,23 +255,5 @@ fn log_event(event: DriverEvent) {
             Ended::Peer => log::info!("[{slot}] closed by the peer"),
             Ended::Session(reason) => log::info!("[{slot}] closed: {reason}"),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates_become_whole_frames_per_interval() {
-        assert_eq!(
-            packets_per_interval(20_000),
-            (16, NetDuration::from_millis(10))
-        );
-        assert_eq!(
-            packets_per_interval(100),
-            (1, NetDuration::from_millis(125))
-        );
-        assert_eq!(packets_per_interval(1), (1, NetDuration::from_millis(1000)));
     }
 }

@@ -1,0 +1,142 @@
+//! p2p-fetch against swarms of host-sims on a private TAP network: the real peers, the real
+//! kernel TCP on the client side.
+
+use p2p_tests::{Scratch, TestNet, binary, start_host_sim, test_net};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// 5 MiB: 5120 blocks of 1 KiB.
+const FILE_LEN: usize = 5 << 20;
+
+fn p2p_fetch(net: &TestNet, output: &std::path::Path) -> Command {
+    let mut command = net.command(binary("p2p-fetch").to_str().expect("path"));
+    command
+        .args([
+            &TestNet::host_addr(0),
+            "--json",
+            "-q",
+            "--timeout",
+            "5",
+            "-o",
+        ])
+        .arg(output);
+    command
+}
+
+fn bytes_by_peer(summary: &serde_json::Value) -> Vec<(String, u64)> {
+    summary["peers"]
+        .as_array()
+        .expect("peers in the summary")
+        .iter()
+        .map(|peer| {
+            (
+                peer["address"].as_str().unwrap_or_default().to_string(),
+                peer["bytes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_chain_of_three_host_sims_gives_the_whole_file() {
+    let Some(mut net) = test_net(3) else { return };
+    let scratch = Scratch::new("swarm-chain");
+    let (path, data) = scratch.file("five-mib.bin", FILE_LEN);
+    let file = path.to_str().expect("path");
+    // A lists B, B lists C; each holds a different, overlapping part.
+    start_host_sim(
+        &mut net,
+        0,
+        &["--file", file, "--blocks", "0-2499", "--peer", "10.0.0.3"],
+    );
+    start_host_sim(
+        &mut net,
+        1,
+        &[
+            "--file",
+            file,
+            "--blocks",
+            "2000-4499",
+            "--peer",
+            "10.0.0.4",
+        ],
+    );
+    start_host_sim(&mut net, 2, &["--file", file, "--blocks", "4000-5119"]);
+    let output = scratch.0.join("fetched.bin");
+    let result = p2p_fetch(&net, &output).output().expect("run p2p-fetch");
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        std::fs::read(&output).expect("output") == data,
+        "not byte-identical"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON summary");
+    let peers = bytes_by_peer(&summary);
+    assert_eq!(peers.len(), 3, "{summary}");
+    for (address, bytes) in &peers {
+        assert!(*bytes > 0, "{address} sent nothing: {summary}");
+    }
+    // Bytes counted per peer are the useful ones (endgame duplicates are counted apart).
+    assert_eq!(peers.iter().map(|(_, b)| b).sum::<u64>(), FILE_LEN as u64);
+}
+
+#[test]
+fn a_host_sim_killed_mid_download_leaves_the_rest_to_the_others() {
+    let Some(mut net) = test_net(3) else { return };
+    let scratch = Scratch::new("swarm-kill");
+    let (path, data) = scratch.file("five-mib.bin", FILE_LEN);
+    let file = path.to_str().expect("path");
+    // Slow links (5 Mbit/s each, about 3 s for the file) so the download is still running
+    // when B dies; A and C together hold everything.
+    let slow = ["--rate", "5000"];
+    start_host_sim(
+        &mut net,
+        0,
+        &[
+            &[
+                "--file", file, "--blocks", "0-3999", "--peer", "10.0.0.3", "--peer", "10.0.0.4",
+            ][..],
+            &slow,
+        ]
+        .concat(),
+    );
+    let (victim, _) = start_host_sim(
+        &mut net,
+        1,
+        &[&["--file", file, "--blocks", "1000-4999"][..], &slow].concat(),
+    );
+    start_host_sim(
+        &mut net,
+        2,
+        &[&["--file", file, "--blocks", "3000-5119"][..], &slow].concat(),
+    );
+    let output = scratch.0.join("fetched.bin");
+    let child = p2p_fetch(&net, &output)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start p2p-fetch");
+    std::thread::sleep(Duration::from_millis(1000));
+    net.kill(victim);
+    let result = child.wait_with_output().expect("p2p-fetch");
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        std::fs::read(&output).expect("output") == data,
+        "not byte-identical"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON summary");
+    // The kill came mid-download: the victim sent less than its share, the others the rest.
+    let victim_bytes = bytes_by_peer(&summary)
+        .into_iter()
+        .find(|(address, _)| address == "10.0.0.3:8888")
+        .map(|(_, bytes)| bytes)
+        .expect("the victim is in the summary");
+    assert!(victim_bytes < FILE_LEN as u64 / 3, "{summary}");
+}
