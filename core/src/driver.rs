@@ -68,7 +68,7 @@ enum SlotState {
     /// Listening, or not yet re-armed.
     Idle,
     Serving,
-    /// Closed by us (or refused as busy); waits for the socket to reach `Closed`, and is
+    /// Closed by us (or refused as busy); waits for the connection to be over, and is
     /// reset at this deadline if the peer has not finished closing by then, so a peer that
     /// never closes cannot hold a socket of the pool.
     Draining(Instant),
@@ -168,7 +168,7 @@ impl<'a, const N: usize> Server<'a, N> {
         for (index, slot) in self.slots.iter_mut().enumerate() {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             match slot.state {
-                SlotState::Idle if socket.state() == tcp::State::Closed => {
+                SlotState::Idle if connection_over(socket) => {
                     let _ = socket.listen(self.port);
                 }
                 SlotState::Idle
@@ -190,12 +190,18 @@ impl<'a, const N: usize> Server<'a, N> {
                         remote: socket.remote_endpoint(),
                     });
                 }
-                SlotState::Draining(_) if socket.state() == tcp::State::Closed => {
+                SlotState::Draining(deadline)
+                    if connection_over(socket)
+                        || (socket.state() == tcp::State::Closed && time >= deadline) =>
+                {
                     slot.state = SlotState::Idle;
                     let _ = socket.listen(self.port);
                 }
                 SlotState::Draining(deadline) => {
-                    if time >= deadline {
+                    // TIME-WAIT would hold the socket for 10 s; with a pool this small the
+                    // socket is worth more than the protection from stray old segments.
+                    if time >= deadline || socket.state() == tcp::State::TimeWait {
+                        // Its reset goes out on the next interface poll; re-armed after that.
                         socket.abort();
                     } else {
                         next = Some(next.map_or(deadline, |n| n.min(deadline)));
@@ -216,7 +222,7 @@ impl<'a, const N: usize> Server<'a, N> {
                 slot.session = None;
                 slot.state = SlotState::Draining(time + self.config.idle_timeout);
                 serving = serving.saturating_sub(1);
-                if socket.state() == tcp::State::Closed {
+                if connection_over(socket) {
                     slot.state = SlotState::Idle;
                     let _ = socket.listen(self.port);
                 }
@@ -228,6 +234,14 @@ impl<'a, const N: usize> Server<'a, N> {
         }
         next.map(network_time)
     }
+}
+
+/// Whether the socket's last connection is over, so it may listen again. An aborted socket
+/// is `Closed` at once but keeps its peer until the next interface poll sends the reset:
+/// listening before that would forget the reset and leave the peer waiting on a dead
+/// connection.
+fn connection_over(socket: &tcp::Socket<'_>) -> bool {
+    socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none()
 }
 
 /// One round of moving bytes for one connection; `Some` once it has ended.
@@ -410,6 +424,13 @@ mod tests {
         }
     }
 
+    fn listening(net: &Net<'_>) -> usize {
+        net.server
+            .handles()
+            .filter(|h| net.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen)
+            .count()
+    }
+
     fn data() -> Vec<u8> {
         (0..3000u32).map(|i| i as u8).collect()
     }
@@ -529,6 +550,8 @@ mod tests {
             .get_mut::<tcp::Socket>(client)
             .send_slice(&[0x04, 0x00])
             .unwrap();
+        // Long enough for the server's delayed ACK: the client has nothing left to send.
+        net.run(50);
         let deadline = net
             .server
             .poll(net.now, &mut net.sockets, &mut |_| {})
@@ -552,5 +575,31 @@ mod tests {
             net.events
         );
         assert_eq!(net.server.serving(), 0);
+        // The client learns at once: the abort's reset went out before the socket listened
+        // again.
+        assert_eq!(
+            net.sockets.get::<tcp::Socket>(client).state(),
+            tcp::State::Closed
+        );
+        assert_eq!(listening(&net), 3, "{:?}", net.events);
+    }
+
+    #[test]
+    fn a_socket_closed_by_the_server_listens_again_without_waiting_out_time_wait() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        let client = net.connect(40400);
+        net.run(5);
+        let seen = net.exchange(client, &[0x07, 0x42], &[Request::FileSize]);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        // The server's FIN arrives and is acknowledged before the client closes: the server
+        // side ends in TIME-WAIT.
+        net.run(50);
+        net.sockets.get_mut::<tcp::Socket>(client).close();
+        // Far less than smoltcp's 10 s TIME-WAIT.
+        net.run(100);
+        assert_eq!(listening(&net), 3, "{:?}", net.events);
     }
 }
