@@ -155,7 +155,14 @@ fn run<'a, D: Device>(
                 NetDuration::ZERO
             });
         }
-        wait_readable(fd, delay)?;
+        match device.blocked_for(now()) {
+            // Nothing moves until the shaper's bucket refills (it refuses frames both ways, so
+            // a readable TAP would only wake the loop to spin): sleep through it.
+            Some(refill) => std::thread::sleep(std::time::Duration::from_micros(
+                refill.min(MAX_SLEEP).total_micros(),
+            )),
+            None => wait_readable(fd, delay)?,
+        }
     }
     log::info!("interrupted; exiting");
     Ok(())
