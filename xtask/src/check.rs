@@ -15,7 +15,7 @@ pub struct TestArgs {
 
 pub fn run_all(args: TestArgs) -> Result<(), String> {
     install_embedded_target()?;
-    install_qemu()?;
+    install_debian_packages()?;
     if !args.no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
@@ -62,10 +62,20 @@ pub fn install_embedded_target() -> Result<(), String> {
     run(command("rustup").args(["target", "add", EMBEDDED_TARGET]))
 }
 
-/// Installs Debian's qemu-system-arm when it is missing (the board tests boot the firmware in
-/// it). Needs root, as CI has; elsewhere it says what to run.
-pub fn install_qemu() -> Result<(), String> {
-    if command("qemu-system-arm").arg("--version").output().is_ok() {
+/// Debian packages the tests need, by the command each provides: QEMU boots the firmware,
+/// tshark checks the Wireshark dissector.
+const DEBIAN_PACKAGES: [(&str, &str); 2] =
+    [("qemu-system-arm", "qemu-system-arm"), ("tshark", "tshark")];
+
+/// Installs the Debian packages the tests need when they are missing. Needs root, as CI has;
+/// elsewhere it says what to run.
+pub fn install_debian_packages() -> Result<(), String> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(program, _)| command(program).arg("--version").output().is_err())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let root = command("id")
@@ -74,18 +84,14 @@ pub fn install_qemu() -> Result<(), String> {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
     if !root {
-        return Err(
-            "qemu-system-arm is missing: run `sudo apt-get install qemu-system-arm`".into(),
-        );
+        return Err(format!(
+            "missing: run `sudo apt-get install {}`",
+            missing.join(" ")
+        ));
     }
     run(command("apt-get").arg("update").arg("-q"))?;
     run(command("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "qemu-system-arm",
-        ])
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
