@@ -85,6 +85,27 @@ pub fn start_host_sim(net: &mut TestNet, tap: usize, extra: &[&str]) -> (usize, 
     (index, addr)
 }
 
+/// CPU time process `pid` used while `work` ran, as a share of one core, with `work`'s result.
+/// Reads /proc; times there are in USER_HZ, which Linux fixes at 100 per second.
+pub fn cpu_share<T>(pid: u32, work: impl FnOnce() -> T) -> (f64, T) {
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| fields[i].parse::<u64>().expect("tick count");
+        field(11) + field(12)
+    };
+    let (before, started) = (ticks(), Instant::now());
+    let result = work();
+    let used = (ticks() - before) as f64 / 100.0;
+    (used / started.elapsed().as_secs_f64(), result)
+}
+
 /// A whole decoded response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {

@@ -3,7 +3,7 @@
 
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_core::{BlockRange, Geometry};
-use p2p_tests::{Answer, Conn, Scratch, start_host_sim, test_net};
+use p2p_tests::{Answer, Conn, Scratch, cpu_share, start_host_sim, test_net};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -291,4 +291,47 @@ fn one_mib_survives_drop_and_corruption() {
         );
     })
     .expect("inside");
+}
+
+#[test]
+fn host_sim_sleeps_when_idle_and_while_shaped() {
+    let Some(mut net) = test_net(1) else { return };
+    let scratch = Scratch::new("shaped");
+    let (path, data) = scratch.file("one-mib.bin", 1 << 20);
+    // 8000 kbit/s: 1 MB/s, so the download takes about a second.
+    let (index, addr) = start_host_sim(
+        &mut net,
+        0,
+        &["--file", path.to_str().expect("path"), "--rate", "8000"],
+    );
+    let pid = net.child(index).expect("host-sim").id();
+    let (idle, ()) = cpu_share(pid, || std::thread::sleep(Duration::from_secs(2)));
+    assert!(
+        idle < 0.02,
+        "idle host-sim used {:.0}% of a core",
+        idle * 100.0
+    );
+
+    let started = Instant::now();
+    let (shaped, answers) = cpu_share(pid, || {
+        net.run_inside(move || {
+            let mut conn = Conn::connect(addr).expect("connect");
+            conn.set_file_size(data.len() as u32);
+            let answers = conn.ask(&[whole(data.len())]).expect("shaped download");
+            answers == [Answer::Data(data)]
+        })
+        .expect("inside")
+    });
+    assert!(answers, "the shaped download is not byte-identical");
+    assert!(
+        started.elapsed() > Duration::from_millis(800),
+        "1 MiB at 1 MB/s took only {:?}: not shaped",
+        started.elapsed()
+    );
+    // Waiting for the bucket to refill is sleeping, not spinning.
+    assert!(
+        shaped < 0.3,
+        "host-sim used {:.0}% of a core while shaped",
+        shaped * 100.0
+    );
 }
