@@ -11,7 +11,19 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy (for a quick local re-run).
     #[arg(long)]
     no_lint: bool,
+    /// Skip the 30-second run of each fuzz target.
+    #[arg(long)]
+    no_fuzz: bool,
 }
+
+/// The cargo-fuzz targets in core/fuzz; CI runs each for FUZZ_SECONDS.
+const FUZZ_TARGETS: [&str; 4] = [
+    "request_decoder",
+    "server_session",
+    "client_session",
+    "block_ranges",
+];
+const FUZZ_SECONDS: u32 = 30;
 
 pub fn run_all(args: TestArgs) -> Result<(), String> {
     install_embedded_target()?;
@@ -42,6 +54,26 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     // The core's optional parts (the smoltcp driver, defmt) are tested on their own too.
     run(cargo().args(["test", "-p", "p2p-core", "--all-features"]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    if !args.no_fuzz {
+        fuzz_briefly()?;
+    }
+    Ok(())
+}
+
+/// Runs every fuzz target for a short while from its corpus in core/fuzz/corpus. libFuzzer
+/// wants nightly's sanitizer flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+fn fuzz_briefly() -> Result<(), String> {
+    if command("cargo-fuzz").arg("--version").output().is_err() {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    for target in FUZZ_TARGETS {
+        let time = format!("-max_total_time={FUZZ_SECONDS}");
+        run(cargo()
+            .current_dir(crate::run::root().join("core/fuzz"))
+            .args(["fuzz", "run", target, "--", &time])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env_remove("CARGO_TARGET_DIR"))?;
+    }
     Ok(())
 }
 
