@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// One benchmark; all of them, with BENCHMARKS.md's summary rewritten, when omitted.
     #[command(subcommand)]
-    what: BenchWhat,
+    what: Option<BenchWhat>,
 }
 
 #[derive(clap::Subcommand)]
@@ -24,6 +25,11 @@ enum BenchWhat {
         #[arg(long, default_value_t = 256)]
         mib: u64,
     },
+    /// p2p-fetch of 256 MiB from host-sim --listen vs curl from nginx on loopback; p2p-fetch's
+    /// peak RSS downloading 1 GiB.
+    P2pFetch,
+    /// p2p-core's server session vs a plain copy (criterion).
+    Core,
     /// p2p-fetch from four host-sims shaped to 20 Mbit/s each, against from one of them.
     Swarm,
     /// Each board's flash and RAM (static plus measured peak stack), and the QEMU board's
@@ -32,17 +38,63 @@ enum BenchWhat {
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<(), String> {
-    match args.what {
-        BenchWhat::HostSim { mib } => host_sim(mib << 20),
-        BenchWhat::Firmware => firmware(),
-        BenchWhat::Swarm => swarm(),
-    }
+    let rows = match args.what {
+        Some(BenchWhat::HostSim { mib }) => host_sim(mib << 20)?,
+        Some(BenchWhat::Firmware) => firmware()?,
+        Some(BenchWhat::Swarm) => swarm()?,
+        Some(BenchWhat::P2pFetch) => p2p_fetch()?,
+        Some(BenchWhat::Core) => core()?,
+        None => {
+            let mut all = Rows::default();
+            for rows in [
+                core()?,
+                host_sim(256 << 20)?,
+                p2p_fetch()?,
+                swarm()?,
+                firmware()?,
+            ] {
+                all.0.extend(rows.0);
+            }
+            write_summary(&all)?;
+            all
+        }
+    };
+    rows.print();
+    Ok(())
+}
+
+const SUMMARY_START: &str = "<!-- summary: written by cargo xtask bench -->";
+const SUMMARY_END: &str = "<!-- end of summary -->";
+
+/// Replaces the summary table at the top of BENCHMARKS.md; the sections below it explain each
+/// figure and are kept.
+fn write_summary(rows: &Rows) -> Result<(), String> {
+    let path = root().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table = format!(
+        "{SUMMARY_START}\nEvery row from one run of `cargo xtask bench` (as root).\n\n{}\n{SUMMARY_END}",
+        rows.table()
+    );
+    let updated = match (text.find(SUMMARY_START), text.find(SUMMARY_END)) {
+        (Some(start), Some(end)) if start < end => {
+            format!(
+                "{}{table}{}",
+                &text[..start],
+                &text[end + SUMMARY_END.len()..]
+            )
+        }
+        _ => match text.find("\n## ") {
+            Some(at) => format!("{}\n{table}\n{}", &text[..at], &text[at..]),
+            None => format!("{text}\n{table}\n"),
+        },
+    };
+    std::fs::write(&path, updated).map_err(|e| e.to_string())
 }
 
 /// Best of this many runs for each throughput figure.
 const RUNS: usize = 3;
 
-fn host_sim(size: u64) -> Result<(), String> {
+fn host_sim(size: u64) -> Result<Rows, String> {
     run(cargo().args(["build", "--release", "-p", "host-sim"]))?;
     let host_sim = root().join("target/release/host-sim");
     let scratch = std::env::temp_dir().join(format!("p2p-bench-{}", std::process::id()));
@@ -133,8 +185,7 @@ fn host_sim(size: u64) -> Result<(), String> {
     ));
 
     let _ = std::fs::remove_dir_all(&scratch);
-    rows.print();
-    Ok(())
+    Ok(rows)
 }
 
 /// Result rows: each is shown as soon as it is measured, and all of them as a table at the end.
@@ -147,11 +198,18 @@ impl Rows {
         self.0.push(row);
     }
 
-    fn print(&self) {
-        println!("\n| what | ours | anchor | ratio | goal |\n|---|---|---|---|---|");
+    fn table(&self) -> String {
+        let mut table =
+            String::from("| what | ours | anchor | ratio | goal |\n|---|---|---|---|---|\n");
         for row in &self.0 {
-            println!("{row}");
+            table.push_str(row);
+            table.push('\n');
         }
+        table
+    }
+
+    fn print(&self) {
+        println!("\n{}", self.table());
     }
 }
 
@@ -389,7 +447,7 @@ fn idle_cpu(host_sim: &Path) -> Result<f64, String> {
 /// The file the firmware throughput runs serve: large enough to time, small enough for flash.
 const FIRMWARE_BENCH_FILE: u64 = 2 << 20;
 
-fn firmware() -> Result<(), String> {
+fn firmware() -> Result<Rows, String> {
     crate::firmware::build()?;
     let mut rows = Rows::default();
     let peak_stack = firmware_peak_stack()?;
@@ -448,8 +506,7 @@ fn firmware() -> Result<(), String> {
         raw.as_secs_f64() / protocol.as_secs_f64()
     ));
     let _ = std::fs::remove_dir_all(&scratch);
-    rows.print();
-    Ok(())
+    Ok(rows)
 }
 
 /// Builds the QEMU board serving `file` (or, with `raw`, sending that many raw TCP bytes)
@@ -600,7 +657,7 @@ fn connect_retrying_for(addr: SocketAddr, limit: Duration) -> Result<TcpStream, 
 /// The file each swarm run fetches: 10 MiB, about 4 s over one 20 Mbit/s link.
 const SWARM_FILE: u64 = 10 << 20;
 
-fn swarm() -> Result<(), String> {
+fn swarm() -> Result<Rows, String> {
     run(cargo().args(["build", "--release", "-p", "host-sim", "-p", "p2p-fetch"]))?;
     let bin = root().join("target/release");
     let scratch = std::env::temp_dir().join(format!("p2p-swarm-bench-{}", std::process::id()));
@@ -667,6 +724,180 @@ fn swarm() -> Result<(), String> {
         one.as_secs_f64(),
         one.as_secs_f64() / four.as_secs_f64()
     ));
-    rows.print();
-    Ok(())
+    Ok(rows)
+}
+
+fn core() -> Result<Rows, String> {
+    let output = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["bench", "-p", "p2p-core", "--bench", "session"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo bench: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    print!("{text}");
+    // The bench's last line: "session A GiB/s, memcpy B GiB/s, ratio C (goal >= 0.70)".
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("session "))
+        .ok_or("the session bench printed no summary")?;
+    let number = |after: &str| -> Result<f64, String> {
+        line.split(after)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+            .ok_or_else(|| format!("no {after}in {line}"))
+    };
+    let mut rows = Rows::default();
+    rows.push(format!(
+        "| p2p-core session serving 64 MiB into a 64 KiB transmit buffer | {:.1} GiB/s | plain copy through the same buffer: {:.1} GiB/s | {:.2} | >= 0.70 |",
+        number("session ")?,
+        number("memcpy ")?,
+        number("ratio ")?
+    ));
+    Ok(rows)
+}
+
+/// p2p-fetch vs curl+nginx on loopback, medians of 7, and p2p-fetch's peak RSS on 1 GiB.
+fn p2p_fetch() -> Result<Rows, String> {
+    for (program, package) in [
+        ("nginx", "nginx"),
+        ("curl", "curl"),
+        ("/usr/bin/time", "time"),
+    ] {
+        if crate::run::command(program).arg("-V").output().is_err()
+            && crate::run::command(program)
+                .arg("--version")
+                .output()
+                .is_err()
+        {
+            return Err(format!("{program} is missing: apt-get install {package}"));
+        }
+    }
+    run(cargo().args(["build", "--release", "-p", "host-sim", "-p", "p2p-fetch"]))?;
+    let bin = root().join("target/release");
+    let work = std::env::temp_dir().join(format!("p2p-fetch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("logs")).map_err(|e| e.to_string())?;
+    // nginx's worker reads the file as an unprivileged user.
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&work)
+        .status()
+        .map_err(|e| e.to_string())?;
+    let file = work.join("file");
+    write_file(&file, 256 << 20)?;
+    let mut server = std::process::Command::new(bin.join("host-sim"))
+        .args(["--listen", "127.0.0.1:18891", "--file"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map_err(|e| format!("host-sim: {e}"))?;
+    let conf = work.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {w}/nginx.pid;\nerror_log {w}/logs/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; server {{ listen 127.0.0.1:18892; root {w}; }} }}\n",
+            w = work.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let nginx = std::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&work)
+        .status()
+        .map_err(|e| format!("nginx: {e}"))?;
+    if !nginx.success() {
+        let _ = server.kill();
+        return Err("nginx did not start".into());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let original = std::fs::read(&file).map_err(|e| e.to_string())?;
+    let timed = |command: &mut std::process::Command, output: &Path| -> Result<Duration, String> {
+        let _ = std::fs::remove_file(output);
+        let started = Instant::now();
+        let status = command.status().map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        if !status.success() || std::fs::read(output).map_err(|e| e.to_string())? != original {
+            return Err(format!("{command:?} failed or saved a different file"));
+        }
+        Ok(elapsed)
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let p2p_out = work.join("p2p.out");
+    let curl_out = work.join("curl.out");
+    let result = (|| -> Result<(), String> {
+        for _ in 0..7 {
+            theirs.push(timed(
+                std::process::Command::new("curl")
+                    .args(["-sf", "-o"])
+                    .arg(&curl_out)
+                    .arg("http://127.0.0.1:18892/file"),
+                &curl_out,
+            )?);
+            ours.push(timed(
+                std::process::Command::new(bin.join("p2p-fetch"))
+                    .args(["127.0.0.1:18891", "-q", "--force", "-o"])
+                    .arg(&p2p_out),
+                &p2p_out,
+            )?);
+        }
+        Ok(())
+    })();
+    let _ = std::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&work)
+        .args(["-s", "stop"])
+        .status();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    ours.sort();
+    theirs.sort();
+    let (ours, theirs) = (ours[3], theirs[3]);
+
+    // Peak RSS on 1 GiB (sparse: the page cache is not the question).
+    let big = work.join("big");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(1 << 30))
+        .map_err(|e| e.to_string())?;
+    let mut server = std::process::Command::new(bin.join("host-sim"))
+        .args(["--listen", "127.0.0.1:18891", "--file"])
+        .arg(&big)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map_err(|e| format!("host-sim: {e}"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let measured = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(bin.join("p2p-fetch"))
+        .args(["127.0.0.1:18891", "-q", "--force", "-o"])
+        .arg(work.join("big.out"))
+        .output()
+        .map_err(|e| e.to_string());
+    let _ = server.kill();
+    let _ = server.wait();
+    let measured = measured?;
+    let peak_kib: u64 = String::from_utf8_lossy(&measured.stderr)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or("no peak RSS from /usr/bin/time")?;
+    let _ = std::fs::remove_dir_all(&work);
+
+    let mut rows = Rows::default();
+    rows.push(format!(
+        "| p2p-fetch of 256 MiB from host-sim --listen on loopback, fsync included (ours) | {:.3} s | curl from nginx (sendfile): {:.3} s | {:.2} | <= 1.10 |",
+        ours.as_secs_f64(),
+        theirs.as_secs_f64(),
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    ));
+    rows.push(format!(
+        "| p2p-fetch peak RSS downloading a 1 GiB file | {:.1} MiB | | | < 32 MiB |",
+        peak_kib as f64 / 1024.0
+    ));
+    Ok(rows)
 }
