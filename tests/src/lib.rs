@@ -336,3 +336,30 @@ pub fn wait_until_answering(net: &TestNet, addr: SocketAddr, limit: Duration) {
         .expect("thread in the namespace");
     assert!(ready, "{addr} did not answer within {limit:?}");
 }
+
+/// p2p-fetch run inside `net` against `host`, saving to `output`, with `extra` arguments.
+pub fn p2p_fetch(net: &TestNet, host: &str, output: &std::path::Path, extra: &[&str]) -> Command {
+    let mut command = net.command(binary("p2p-fetch").to_str().expect("utf-8 path"));
+    command.arg(host).arg("-o").arg(output).args(extra);
+    command
+}
+
+/// Runs `command` (a p2p-fetch) to completion; panics with its stderr unless it succeeded and
+/// saved exactly `expected` at `output`. Returns its stdout (the summary with `--json`).
+pub fn fetch_exactly(command: &mut Command, output: &std::path::Path, expected: &[u8]) -> Vec<u8> {
+    let result = command.output().expect("run p2p-fetch");
+    assert!(
+        result.status.success(),
+        "p2p-fetch failed ({}): {}",
+        result.status,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let saved = std::fs::read(output).expect("the saved file");
+    assert!(
+        saved == expected,
+        "the saved file is not byte-identical ({} bytes, expected {})",
+        saved.len(),
+        expected.len()
+    );
+    result.stdout
+}

@@ -3,19 +3,21 @@
 //! byte-identical or with a clear failure, and nothing hangs. (This kernel has no sch_netem, so
 //! loss and corruption come from host-sim's smoltcp FaultInjector, both directions.)
 
-use p2p_tests::{Scratch, TestNet, binary, start_host_sim, test_net};
+use p2p_tests::{Scratch, TestNet, fetch_exactly, p2p_fetch, start_host_sim, test_net};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn p2p_fetch(net: &TestNet, output: &std::path::Path, extra: &[&str]) -> Command {
-    let mut command = net.command(binary("p2p-fetch").to_str().expect("path"));
-    command
-        .args([&TestNet::host_addr(0), "-q", "--timeout", "3", "-o"])
-        .arg(output)
-        .args(extra);
+/// p2p-fetch from the first host-sim, quietly, with a short stall timeout.
+fn fetch_from_first(net: &TestNet, output: &std::path::Path, extra: &[&str]) -> Command {
+    let mut command = p2p_fetch(
+        net,
+        &TestNet::host_addr(0),
+        output,
+        &["-q", "--timeout", "3"],
+    );
+    command.args(extra);
     command
 }
-
 #[test]
 fn a_swarm_of_faulty_links_at_several_levels_still_gives_the_exact_file() {
     let Some(mut net) = test_net(3) else { return };
@@ -40,18 +42,7 @@ fn a_swarm_of_faulty_links_at_several_levels_still_gives_the_exact_file() {
         start_host_sim(&mut net, index, &args);
     }
     let output = scratch.0.join("fetched.bin");
-    let result = p2p_fetch(&net, &output, &[])
-        .output()
-        .expect("run p2p-fetch");
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(
-        std::fs::read(&output).expect("output") == data,
-        "not byte-identical"
-    );
+    fetch_exactly(&mut fetch_from_first(&net, &output, &[]), &output, &data);
 }
 
 #[test]
@@ -65,7 +56,7 @@ fn a_peer_killed_and_restarted_mid_download_is_used_again_or_replaced() {
     let (first_index, _) = start_host_sim(&mut net, 0, &first);
     start_host_sim(&mut net, 1, &[&["--file", file][..], &slow].concat());
     let output = scratch.0.join("fetched.bin");
-    let child = p2p_fetch(&net, &output, &[])
+    let child = fetch_from_first(&net, &output, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -98,7 +89,7 @@ fn p2p_fetch_killed_mid_download_resumes_without_refetching() {
         &["--file", path.to_str().expect("path"), "--rate", "16000"],
     );
     let output = scratch.0.join("fetched.bin");
-    let mut child = p2p_fetch(&net, &output, &[])
+    let mut child = fetch_from_first(&net, &output, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -111,19 +102,9 @@ fn p2p_fetch_killed_mid_download_resumes_without_refetching() {
         !output.exists(),
         "no output before the download is complete"
     );
-    let result = p2p_fetch(&net, &output, &["--continue", "--json"])
-        .output()
-        .expect("resume");
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(
-        std::fs::read(&output).expect("output") == data,
-        "not byte-identical"
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON summary");
+    let resume = &mut fetch_from_first(&net, &output, &["--continue", "--json"]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fetch_exactly(resume, &output, &data)).expect("JSON summary");
     let resumed = summary["bytes_resumed"].as_u64().expect("bytes_resumed");
     let fetched = summary["bytes_downloaded"]
         .as_u64()

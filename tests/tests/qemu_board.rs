@@ -4,7 +4,8 @@
 use p2p_core::Geometry;
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, Firmware, Scratch, binary, qemu_available, start_board, start_host_sim, test_net,
+    Answer, Conn, Firmware, Scratch, fetch_exactly, p2p_fetch, qemu_available, start_board,
+    start_host_sim, test_net,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -36,20 +37,10 @@ fn p2p_fetch_downloads_the_file_from_the_board() {
         &scratch.0.join("board.defmt"),
     );
     let output = scratch.0.join("fetched.txt");
-    let status = net
-        .command(binary("p2p-fetch").to_str().expect("path"))
-        .args([
-            &addr.ip().to_string(),
-            "-q",
-            "-o",
-            output.to_str().expect("path"),
-        ])
-        .status()
-        .expect("run p2p-fetch");
-    assert!(status.success(), "p2p-fetch: {status}");
-    assert!(
-        std::fs::read(&output).expect("output") == SAMPLE,
-        "not byte-identical"
+    fetch_exactly(
+        &mut p2p_fetch(&net, &addr.ip().to_string(), &output, &["-q"]),
+        &output,
+        SAMPLE,
     );
 }
 
@@ -86,21 +77,11 @@ fn a_mixed_swarm_of_the_board_and_two_host_sims_gives_the_whole_file() {
         ])]
     );
     let output = scratch.0.join("fetched.txt");
-    let status = net
-        .command(binary("p2p-fetch").to_str().expect("path"))
-        .args([
-            &addr.ip().to_string(),
-            "-q",
-            "-o",
-            output.to_str().expect("path"),
-        ])
-        .status()
-        .expect("run p2p-fetch");
-    assert!(status.success(), "p2p-fetch: {status}");
     // No peer holds it all: a whole, identical file needs blocks from all three.
-    assert!(
-        std::fs::read(&output).expect("output") == SAMPLE,
-        "not byte-identical"
+    fetch_exactly(
+        &mut p2p_fetch(&net, &addr.ip().to_string(), &output, &["-q"]),
+        &output,
+        SAMPLE,
     );
 }
 

@@ -1,26 +1,21 @@
 //! p2p-fetch against swarms of host-sims on a private TAP network: the real peers, the real
 //! kernel TCP on the client side.
 
-use p2p_tests::{Scratch, TestNet, binary, start_host_sim, test_net};
+use p2p_tests::{Scratch, TestNet, fetch_exactly, p2p_fetch, start_host_sim, test_net};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// 5 MiB: 5120 blocks of 1 KiB.
 const FILE_LEN: usize = 5 << 20;
 
-fn p2p_fetch(net: &TestNet, output: &std::path::Path) -> Command {
-    let mut command = net.command(binary("p2p-fetch").to_str().expect("path"));
-    command
-        .args([
-            &TestNet::host_addr(0),
-            "--json",
-            "-q",
-            "--timeout",
-            "5",
-            "-o",
-        ])
-        .arg(output);
-    command
+/// p2p-fetch from the first host-sim with a JSON summary and a short stall timeout.
+fn fetch_from_first(net: &TestNet, output: &std::path::Path) -> Command {
+    p2p_fetch(
+        net,
+        &TestNet::host_addr(0),
+        output,
+        &["--json", "-q", "--timeout", "2"],
+    )
 }
 
 fn bytes_by_peer(summary: &serde_json::Value) -> Vec<(String, u64)> {
@@ -63,17 +58,8 @@ fn a_chain_of_three_host_sims_gives_the_whole_file() {
     );
     start_host_sim(&mut net, 2, &["--file", file, "--blocks", "4000-5119"]);
     let output = scratch.0.join("fetched.bin");
-    let result = p2p_fetch(&net, &output).output().expect("run p2p-fetch");
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(
-        std::fs::read(&output).expect("output") == data,
-        "not byte-identical"
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON summary");
+    let stdout = fetch_exactly(&mut fetch_from_first(&net, &output), &output, &data);
+    let summary: serde_json::Value = serde_json::from_slice(&stdout).expect("JSON summary");
     let peers = bytes_by_peer(&summary);
     assert_eq!(peers.len(), 3, "{summary}");
     for (address, bytes) in &peers {
@@ -114,7 +100,7 @@ fn a_host_sim_killed_mid_download_leaves_the_rest_to_the_others() {
         &[&["--file", file, "--blocks", "3000-5119"][..], &slow].concat(),
     );
     let output = scratch.0.join("fetched.bin");
-    let child = p2p_fetch(&net, &output)
+    let child = fetch_from_first(&net, &output)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
