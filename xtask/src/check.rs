@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every check the project has, in the order a failure is cheapest to see.
 //! `.ci/run` calls exactly this, and so does the README.
 
-use crate::run::{cargo, command, run};
+use crate::run::{TestTally, cargo, command, run, run_tests};
 
 /// The microcontroller target p2p-core must build for; rustup does not add it by itself.
 pub const EMBEDDED_TARGET: &str = "thumbv7em-none-eabihf";
@@ -51,12 +51,18 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     // Binaries and firmware first: the end-to-end tests run them.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     crate::firmware::build()?;
+    let mut tally = TestTally::default();
     // The core's optional parts (the smoltcp driver, defmt) are tested on their own too.
-    run(cargo().args(["test", "-p", "p2p-core", "--all-features"]))?;
-    run(cargo().args(["test", "--workspace"]))?;
+    run_tests(
+        cargo().args(["test", "-p", "p2p-core", "--all-features"]),
+        &mut tally,
+    )?;
+    run_tests(cargo().args(["test", "--workspace"]), &mut tally)?;
     if !args.no_fuzz {
         fuzz_briefly()?;
     }
+    println!("\nxtask test: every check passed");
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     Ok(())
 }
 

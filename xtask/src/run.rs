@@ -33,3 +33,56 @@ pub fn run(command: &mut Command) -> Result<(), String> {
         Err(format!("{shown} failed ({status})"))
     }
 }
+
+/// Runs a `cargo test` to completion, passing its output through, and adds up its
+/// "test result" lines into `tally`.
+pub fn run_tests(command: &mut Command, tally: &mut TestTally) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    let shown = format!("{command:?}").replace('"', "");
+    eprintln!("xtask: running {shown}");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start {shown}: {error}"))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            tally.add(&line);
+        }
+    }
+    let status = child.wait().map_err(|error| format!("{shown}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
+}
+
+/// Tests passed and failed over several `cargo test` runs.
+#[derive(Default)]
+pub struct TestTally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl TestTally {
+    /// Counts a line like "test result: ok. 38 passed; 0 failed; 0 ignored; ...".
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        let count = |label: &str| -> u64 {
+            rest.split(';')
+                .find_map(|part| {
+                    part.trim()
+                        .trim_start_matches("ok. ")
+                        .trim_start_matches("FAILED. ")
+                        .strip_suffix(label)
+                })
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        self.passed += count(" passed");
+        self.failed += count(" failed");
+    }
+}
