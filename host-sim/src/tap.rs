@@ -19,12 +19,21 @@ impl Tap {
     /// Attaches to the TAP device `name`, which must exist (it is made by whoever owns the
     /// network: `cargo xtask net up`, or `ip tuntap add NAME mode tap`).
     pub fn open(name: &str) -> Result<Self, String> {
+        let help = format!(
+            "Make one first, as root: `ip tuntap add {name} mode tap && ip link set {name} up` \
+             (and put it on a bridge), or let `cargo xtask net up` make a private test \
+             network; or serve over the kernel's TCP with --listen ADDR:PORT"
+        );
+        // As root, opening a missing TAP would quietly create a new one, attached to nothing.
+        if nix::net::if_::if_nametoindex(name).is_err() {
+            return Err(format!(
+                "there is no network device {name} here (in this network namespace). {help}"
+            ));
+        }
         let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|error| {
             format!(
-                "cannot open TAP device {name}: {error}. Make one first, as root: \
-                 `ip tuntap add {name} mode tap && ip link set {name} up` (and put it on a \
-                 bridge), or let `cargo xtask net up` make a private test network; or serve \
-                 over the kernel's TCP with --listen ADDR:PORT"
+                "cannot open {name} as a TAP device: {error} (it must be a TAP, and opening \
+                     it needs root or its owner's user). {help}"
             )
         })?;
         iface

@@ -3,7 +3,7 @@
 
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_core::{BlockRange, Geometry};
-use p2p_tests::{Answer, Conn, Scratch, cpu_share, start_host_sim, test_net};
+use p2p_tests::{Answer, Conn, Scratch, binary, cpu_share, start_host_sim, test_net};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -334,4 +334,26 @@ fn host_sim_sleeps_when_idle_and_while_shaped() {
         "host-sim used {:.0}% of a core while shaped",
         shaped * 100.0
     );
+}
+
+#[test]
+fn a_missing_tap_is_a_clear_error_and_is_not_created() {
+    let Some(net) = test_net(0) else { return };
+    let output = net
+        .command(binary("host-sim").to_str().expect("utf-8 path"))
+        .args(["--tap", "tap7"])
+        .output()
+        .expect("run host-sim");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no network device tap7") && stderr.contains("ip tuntap add tap7"),
+        "{stderr}"
+    );
+    let shown = net
+        .command("ip")
+        .args(["link", "show", "tap7"])
+        .output()
+        .expect("ip link");
+    assert!(!shown.status.success(), "host-sim made tap7");
 }
