@@ -43,24 +43,25 @@ impl TestNet {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        Self::with_name(&name, taps)
+        check_tools()?;
+        // A namespace of this name is a leftover of a dead process: the pid is ours now.
+        let _ = quiet(Command::new("ip").args(["netns", "del", &name]));
+        Self::create(&name, taps)
     }
 
-    /// As [`new`](Self::new), with a chosen name (replacing a leftover namespace of that name).
+    /// As [`new`](Self::new), with a chosen name, which must not be in use: someone else's
+    /// network is never replaced.
     pub fn with_name(name: &str, taps: usize) -> Result<Self, Unavailable> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(Unavailable(
-                "making network namespaces and TAP devices needs root (or run inside \
-                 `unshare -rn`); run the tests with sudo"
-                    .into(),
-            ));
+        check_tools()?;
+        if std::path::Path::new("/run/netns").join(name).exists() {
+            return Err(Unavailable(format!(
+                "network namespace {name} already exists (`ip netns del {name}` removes it)"
+            )));
         }
-        if which("ip").is_none() {
-            return Err(Unavailable(
-                "the `ip` command (Debian package iproute2) is missing".into(),
-            ));
-        }
-        let _ = quiet(Command::new("ip").args(["netns", "del", name]));
+        Self::create(name, taps)
+    }
+
+    fn create(name: &str, taps: usize) -> Result<Self, Unavailable> {
         ip(&["netns", "add", name])?;
         let net = Self {
             name: name.to_string(),
@@ -206,6 +207,21 @@ impl Drop for TestNet {
     }
 }
 
+/// Whether namespaces and TAP devices can be made here at all.
+fn check_tools() -> Result<(), Unavailable> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Unavailable(
+            "making network namespaces and TAP devices needs root; run the tests with sudo".into(),
+        ));
+    }
+    if which("ip").is_none() {
+        return Err(Unavailable(
+            "the `ip` command (Debian package iproute2) is missing".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn ip(args: &[&str]) -> Result<(), Unavailable> {
     let output = Command::new("ip")
         .args(args)
@@ -271,5 +287,25 @@ mod tests {
             .output()
             .expect("ip netns");
         assert!(!String::from_utf8_lossy(&list.stdout).contains(&name));
+    }
+
+    #[test]
+    fn a_chosen_name_in_use_is_refused_and_left_alone() {
+        let Ok(net) = TestNet::new(1) else {
+            assert!(std::env::var_os("CI").is_none(), "CI needs a test network");
+            eprintln!("skipped: no test network here");
+            return;
+        };
+        let error = TestNet::with_name(net.name(), 0)
+            .err()
+            .expect("an existing namespace must be refused");
+        assert!(error.0.contains("already exists"), "{error}");
+        // The first network still has its TAP device.
+        let links = net
+            .command("ip")
+            .args(["link", "show", "tap0"])
+            .output()
+            .expect("ip link");
+        assert!(links.status.success());
     }
 }

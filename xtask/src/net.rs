@@ -54,6 +54,11 @@ pub fn run(args: NetArgs) -> Result<(), String> {
         NetCommand::Down { name } => TestNet::remove(&name).map_err(|e| e.to_string()),
         NetCommand::Exec { name, command } => {
             let (program, rest) = command.split_first().ok_or("no command given")?;
+            if !std::path::Path::new("/run/netns").join(&name).exists() {
+                return Err(format!(
+                    "there is no network namespace {name}: make it with `cargo xtask net up --name {name}`"
+                ));
+            }
             let status = std::process::Command::new("ip")
                 .args(["netns", "exec", &name, program])
                 .args(rest)
