@@ -539,6 +539,35 @@ mod tests {
     }
 
     #[test]
+    fn two_connects_at_once_both_find_a_listener() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        // Both SYNs arrive in one interface poll, before the driver can re-arm anything.
+        let first = net.connect(40500);
+        let second = net.connect(40501);
+        net.run(5);
+        // Neither was reset: the first is served, the second accepted, told busy and closed.
+        assert_eq!(
+            net.sockets.get::<tcp::Socket>(first).state(),
+            tcp::State::Established
+        );
+        assert_eq!(
+            net.sockets.get::<tcp::Socket>(second).state(),
+            tcp::State::CloseWait
+        );
+        assert_eq!(
+            net.exchange(first, &[0x07], &[Request::FileSize]),
+            ["FileSize(3000)"]
+        );
+        assert_eq!(
+            net.exchange(second, &[0x07], &[Request::FileSize]),
+            ["Error(\"server busy: too many connections; try again later\")"]
+        );
+    }
+
+    #[test]
     fn idle_connections_are_dropped() {
         let data = data();
         let store = SliceStore::<1>::new(&data).unwrap();
