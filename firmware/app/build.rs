@@ -28,7 +28,9 @@ fn main() {
 
 fn setting(name: &str) -> Option<String> {
     println!("cargo:rerun-if-env-changed={name}");
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 fn generate() -> Result<(), String> {
@@ -44,12 +46,14 @@ fn generate() -> Result<(), String> {
     let size = std::fs::metadata(&file)
         .map_err(|e| format!("P2P_FILE {}: {e}", file.display()))?
         .len();
-    let size = u32::try_from(size).map_err(|_| format!("P2P_FILE {} is over 4 GiB - 1 bytes", file.display()))?;
+    let size = u32::try_from(size)
+        .map_err(|_| format!("P2P_FILE {} is over 4 GiB - 1 bytes", file.display()))?;
 
     let held = match setting("P2P_BLOCKS") {
         Some(text) => {
-            let held: BlockRanges<MAX_HELD_RANGES> =
-                text.parse().map_err(|e| format!("P2P_BLOCKS={text}: {e}"))?;
+            let held: BlockRanges<MAX_HELD_RANGES> = text
+                .parse()
+                .map_err(|e| format!("P2P_BLOCKS={text}: {e}"))?;
             check_held(size, held.as_slice()).map_err(|e| format!("P2P_BLOCKS={text}: {e}"))?;
             held.to_string()
         }
@@ -57,7 +61,12 @@ fn generate() -> Result<(), String> {
     };
 
     let mut peers = Vec::new();
-    for item in setting("P2P_PEERS").unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for item in setting("P2P_PEERS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let addr = match item.parse::<SocketAddrV4>() {
             Ok(addr) => addr,
             Err(_) => SocketAddrV4::new(
@@ -66,7 +75,11 @@ fn generate() -> Result<(), String> {
                 DEFAULT_PORT,
             ),
         };
-        peers.push(format!("PeerAddr::new({:?}, {})", addr.ip().octets(), addr.port()));
+        peers.push(format!(
+            "PeerAddr::new({:?}, {})",
+            addr.ip().octets(),
+            addr.port()
+        ));
     }
     if peers.len() > MAX_PEERS {
         return Err(format!("P2P_PEERS: at most {MAX_PEERS} peers"));
@@ -78,7 +91,9 @@ fn generate() -> Result<(), String> {
             let (addr, prefix) = text
                 .split_once('/')
                 .ok_or(format!("P2P_IP={text}: expected dhcp or ADDR/PREFIX"))?;
-            let addr: Ipv4Addr = addr.parse().map_err(|_| format!("P2P_IP={text}: bad address"))?;
+            let addr: Ipv4Addr = addr
+                .parse()
+                .map_err(|_| format!("P2P_IP={text}: bad address"))?;
             let prefix: u8 = prefix
                 .parse()
                 .ok()
@@ -90,7 +105,9 @@ fn generate() -> Result<(), String> {
     let gateway = match setting("P2P_GATEWAY") {
         None => "None".to_string(),
         Some(text) => {
-            let addr: Ipv4Addr = text.parse().map_err(|_| format!("P2P_GATEWAY={text}: bad address"))?;
+            let addr: Ipv4Addr = text
+                .parse()
+                .map_err(|_| format!("P2P_GATEWAY={text}: bad address"))?;
             format!("Some({:?})", addr.octets())
         }
     };

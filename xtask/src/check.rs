@@ -51,6 +51,9 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     // Binaries and firmware first: the end-to-end tests run them.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     crate::firmware::build()?;
+    if !args.no_lint {
+        crate::firmware::lint()?;
+    }
     let mut tally = TestTally::default();
     // The core's optional parts (the smoltcp driver, defmt) are tested on their own too.
     run_tests(

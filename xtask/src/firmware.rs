@@ -53,6 +53,18 @@ pub fn build() -> Result<(), String> {
     run(&mut swarm)
 }
 
+/// The firmware workspace's own formatting and clippy checks (the root's do not reach it).
+pub fn lint() -> Result<(), String> {
+    run(&mut firmware_cargo(&["fmt", "--all", "--check"]))?;
+    run(&mut firmware_cargo(&[
+        "clippy",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
 /// `cargo` in the firmware workspace, with none of the caller's build settings leaking in
 /// (the firmware workspace has its own target directory).
 fn firmware_cargo(args: &[&str]) -> std::process::Command {

@@ -30,10 +30,19 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(iface: &mut Interface, sockets: &mut SocketSet<'_>, mac: [u8; 6], now: Instant) -> Self {
+    pub fn new(
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'_>,
+        mac: [u8; 6],
+        now: Instant,
+    ) -> Self {
         if let Some((ip, prefix)) = settings::STATIC_IP {
             let [a, b, c, d] = ip;
-            set_address(iface, Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), prefix), settings::GATEWAY);
+            set_address(
+                iface,
+                Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), prefix),
+                settings::GATEWAY,
+            );
             return Self {
                 dhcp: None,
                 started: now,
@@ -90,6 +99,8 @@ fn set_address(iface: &mut Interface, cidr: Ipv4Cidr, gateway: Option<[u8; 4]>) 
     });
     iface.routes_mut().remove_default_ipv4_route();
     if let Some([a, b, c, d]) = gateway {
-        let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
     }
 }

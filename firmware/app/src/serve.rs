@@ -23,7 +23,9 @@ const TX_BUFFER: usize = 4096;
 pub fn run<B: Board>(board: &mut B) -> ! {
     let held: BlockRanges<MAX_HELD_RANGES> = match settings::HELD {
         "" => BlockRanges::new(),
-        text => text.parse().unwrap_or_else(|_| defmt::panic!("P2P_BLOCKS was checked at build time")),
+        text => text
+            .parse()
+            .unwrap_or_else(|_| defmt::panic!("P2P_BLOCKS was checked at build time")),
     };
     let store = if held.is_empty() {
         SliceStore::new(settings::FILE)
@@ -37,7 +39,11 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         board.name(),
         mac,
         settings::FILE.len(),
-        if settings::HELD.is_empty() { "all" } else { settings::HELD },
+        if settings::HELD.is_empty() {
+            "all"
+        } else {
+            settings::HELD
+        },
         settings::PEERS.len()
     );
 
@@ -56,13 +62,25 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
     });
     let mut service = if settings::BENCH_RAW_TCP {
-        defmt::warn!("benchmark build: raw TCP on port {=u16}, not the protocol", DEFAULT_PORT);
+        defmt::warn!(
+            "benchmark build: raw TCP on port {=u16}, not the protocol",
+            DEFAULT_PORT
+        );
         let [first, ..] = buffers;
         Service::Raw(RawSender::new(&mut sockets, first, settings::FILE.len()))
     } else {
         let server_config = ServerConfig::new(&store, settings::PEERS);
-        defmt::info!("serving on port {=u16} with {=usize} connections", DEFAULT_PORT, CONNECTIONS);
-        Service::Protocol(Server::new(server_config, DEFAULT_PORT, &mut sockets, buffers))
+        defmt::info!(
+            "serving on port {=u16} with {=usize} connections",
+            DEFAULT_PORT,
+            CONNECTIONS
+        );
+        Service::Protocol(Server::new(
+            server_config,
+            DEFAULT_PORT,
+            &mut sockets,
+            buffers,
+        ))
     };
 
     loop {
@@ -75,7 +93,9 @@ pub fn run<B: Board>(board: &mut B) -> ! {
             let polled = iface.poll(now, board.device(), &mut sockets);
             network.poll(&mut iface, &mut sockets, now);
             server_at = match &mut service {
-                Service::Protocol(server) => server.poll(now, &mut sockets, &mut |event| log(event, &*board)),
+                Service::Protocol(server) => {
+                    server.poll(now, &mut sockets, &mut |event| log(event, &*board))
+                }
                 Service::Raw(raw) => raw.poll(&mut sockets),
             };
             if polled == PollResult::None {
@@ -90,6 +110,12 @@ pub fn run<B: Board>(board: &mut B) -> ! {
     }
 }
 
+/// One of these lives on the main loop's stack for the firmware's lifetime; with no heap
+/// there is nothing to box the larger variant into.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a single value, and no heap to box into"
+)]
 enum Service<'a> {
     Protocol(Server<'a, SOCKETS>),
     Raw(RawSender),
@@ -143,13 +169,17 @@ impl RawSender {
 
 fn log<B: Board>(event: DriverEvent, board: &B) {
     match event {
-        DriverEvent::Connected { slot, remote } => defmt::info!("[{}] connected from {}", slot, remote),
+        DriverEvent::Connected { slot, remote } => {
+            defmt::info!("[{}] connected from {}", slot, remote)
+        }
         DriverEvent::Session { slot, event } => match event {
             SessionEvent::Accepted(request) => defmt::debug!("[{}] {}", slot, request),
             SessionEvent::Refused { request, refusal } => {
                 defmt::info!("[{}] {} refused: {}", slot, request, refusal)
             }
-            SessionEvent::ProtocolError(error) => defmt::warn!("[{}] protocol error: {}", slot, error),
+            SessionEvent::ProtocolError(error) => {
+                defmt::warn!("[{}] protocol error: {}", slot, error)
+            }
         },
         DriverEvent::Busy { remote } => defmt::warn!("busy: refused {}", remote),
         DriverEvent::Closed { slot, ended } => {

@@ -86,7 +86,9 @@ impl Lan9118 {
         }
         regs.write(reg::HW_CFG, HW_CFG_SRST);
         let mut spins = 0u32;
-        while regs.read(reg::PMT_CTRL) & PMT_CTRL_READY == 0 || regs.read(reg::HW_CFG) & HW_CFG_SRST != 0 {
+        while regs.read(reg::PMT_CTRL) & PMT_CTRL_READY == 0
+            || regs.read(reg::HW_CFG) & HW_CFG_SRST != 0
+        {
             spins += 1;
             if spins > 1_000_000 {
                 return Err(InitError::ResetTimeout);
@@ -97,7 +99,10 @@ impl Lan9118 {
         let mac = [low[0], low[1], low[2], low[3], high[0], high[1]];
         regs.mac_write(mac_reg::MAC_CR, MAC_CR_TXEN | MAC_CR_RXEN);
         regs.write(reg::TX_CFG, TX_CFG_TX_ON | TX_CFG_TXSAO);
-        regs.write(reg::IRQ_CFG, IRQ_CFG_EN | IRQ_CFG_POL_HIGH | IRQ_CFG_TYPE_PUSH_PULL);
+        regs.write(
+            reg::IRQ_CFG,
+            IRQ_CFG_EN | IRQ_CFG_POL_HIGH | IRQ_CFG_TYPE_PUSH_PULL,
+        );
         regs.write(reg::INT_STS, u32::MAX);
         regs.write(reg::INT_EN, INT_RSFL);
         Ok(Self {
@@ -116,6 +121,13 @@ impl Lan9118 {
     pub fn clear_interrupts(&mut self) {
         let pending = self.regs.read(reg::INT_STS);
         self.regs.write(reg::INT_STS, pending);
+    }
+
+    /// Whether a received frame is waiting. Checked after acknowledging, before sleeping: a
+    /// frame that arrived since the last drain has had its interrupt acknowledged with the
+    /// rest and would otherwise wait for the next timer wake-up.
+    pub fn frame_waiting(&self) -> bool {
+        (self.regs.read(reg::RX_FIFO_INF) >> 16) & 0xFF != 0
     }
 }
 

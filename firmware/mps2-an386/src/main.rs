@@ -59,10 +59,13 @@ impl p2p_firmware::Board for Mps2 {
         if ms == 0 {
             return;
         }
-        timer::wake_after(ms);
         // The LAN9118 handler masks its line so a pending frame does not re-enter it; the
         // frames are drained by the next interface poll, then the line is unmasked here.
         self.eth.clear_interrupts();
+        if self.eth.frame_waiting() {
+            return;
+        }
+        timer::wake_after(ms);
         // SAFETY: unmasking lines whose handlers (DefaultHandler below) only mask them again
         // or acknowledge the timer; no data is shared with them.
         unsafe {

@@ -34,7 +34,9 @@ pub fn peak_use() -> usize {
     let bottom = stack_top() - PAINTED;
     let mut address = bottom;
     // SAFETY: reads of the painted region, which is within RAM and word-aligned.
-    while address < stack_top() && unsafe { core::ptr::read_volatile(address as *const u32) } == PAINT {
+    while address < stack_top()
+        && unsafe { core::ptr::read_volatile(address as *const u32) } == PAINT
+    {
         address += 4;
     }
     stack_top() - address
