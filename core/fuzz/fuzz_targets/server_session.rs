@@ -1,6 +1,6 @@
 //! A server session fed any byte stream, cut and drained through windows the input chooses:
-//! never panics, never claims more than the space it was given, and ends every run with
-//! nothing left to send or a reason to close.
+//! never panics, never claims more than the space it was given, makes progress every round,
+//! and ends every run with nothing left to send or a reason to close.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,16 +20,21 @@ fuzz_target!(|data: &[u8]| {
     let window = usize::from(cuts % 16) + 1;
     let mut out = [0u8; 64];
     let mut fed = 0;
-    for round in 0u64..100_000 {
+    let mut round = 0u64;
+    // Every round must move bytes until the session is done or wants to close: space is
+    // offered each round, so a round that neither consumes nor writes means it is stuck.
+    loop {
         let now = Instant::from_millis(round);
+        round += 1;
         let end = (fed + window).min(stream.len());
-        fed += session.receive(&stream[fed..end], now, &mut |_| {});
+        let consumed = session.receive(&stream[fed..end], now, &mut |_| {});
+        fed += consumed;
         let space = &mut out[..(window * 3).min(64)];
-        let len = session.transmit(space, now);
-        assert!(len <= space.len());
+        let written = session.transmit(space, now);
+        assert!(written <= space.len());
         if session.close_reason(now).is_some() || (fed == stream.len() && !session.wants_transmit()) {
             return;
         }
+        assert!(consumed > 0 || written > 0, "no progress in round {round}");
     }
-    panic!("session neither finished nor closed");
 });
