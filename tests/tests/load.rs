@@ -189,7 +189,7 @@ fn rss_kib(net: &mut TestNet, index: usize) -> u64 {
         .expect("VmRSS")
 }
 
-/// Mixed requests from eight clients for `P2P_SOAK_SECS` seconds (20 by default; the
+/// Mixed requests from six reconnecting clients for `P2P_SOAK_SECS` seconds (20 by default; the
 /// 10-minute soak is `P2P_SOAK_SECS=600`), then memory and sockets checked.
 #[test]
 fn soak_of_mixed_requests_keeps_memory_flat_and_leaks_no_socket() {
@@ -205,7 +205,9 @@ fn soak_of_mixed_requests_keeps_memory_flat_and_leaks_no_socket() {
     let rounds = net
         .run_inside(move || {
             let deadline = Instant::now() + Duration::from_secs(secs);
-            let workers: Vec<_> = (0..8u16)
+            // Six workers against eight connections: a reconnect must not race a closing
+            // connection for the last place (that is busy by design, not a leak).
+            let workers: Vec<_> = (0..6u16)
                 .map(|worker| {
                     std::thread::spawn(move || {
                         let mut rounds = 0u64;
@@ -216,7 +218,7 @@ fn soak_of_mixed_requests_keeps_memory_flat_and_leaks_no_socket() {
                             conn.set_file_size(SAMPLE.len() as u32);
                             for _ in 0..25 {
                                 // Now and then a block past the end of the file.
-                                let block = (worker * 37 + rounds as u16) % 320;
+                                let block = ((u64::from(worker) * 37 + rounds) % 320) as u16;
                                 let answers = conn
                                     .ask(&[
                                         Request::PeerList,
