@@ -69,6 +69,24 @@ impl TestNet {
             children: Vec::new(),
         };
         net.ip(&["link", "set", "lo", "up"])?;
+        // Clients that connect and close many times (load tests) would run out of ephemeral
+        // ports while each closed connection waits in TIME-WAIT: these settings are per
+        // namespace, so only this one changes.
+        for (key, value) in [
+            ("net/ipv4/ip_local_port_range", "1024 65535"),
+            ("net/ipv4/tcp_tw_reuse", "1"),
+        ] {
+            let status = net
+                .command("sh")
+                .args(["-c", &format!("echo '{value}' > /proc/sys/{key}")])
+                .status()
+                .map_err(|error| Unavailable(format!("setting {key}: {error}")))?;
+            if !status.success() {
+                return Err(Unavailable(format!(
+                    "setting {key} in the namespace failed"
+                )));
+            }
+        }
         net.ip(&["link", "add", "br0", "type", "bridge"])?;
         // Forward at once: a port on a fresh bridge otherwise spends seconds in "learning".
         net.ip(&[

@@ -212,11 +212,11 @@ fn soak_of_mixed_requests_keeps_memory_flat_and_leaks_no_socket() {
                     std::thread::spawn(move || {
                         let mut rounds = 0u64;
                         while Instant::now() < deadline {
-                            // 25 rounds a connection: churn without running the client out of
+                            // 100 rounds a connection: churn without running the client out of
                             // ephemeral ports (each closed connection waits in TIME-WAIT).
                             let mut conn = Conn::connect(addr).expect("connect");
                             conn.set_file_size(SAMPLE.len() as u32);
-                            for _ in 0..25 {
+                            for _ in 0..100 {
                                 // Now and then a block past the end of the file.
                                 let block = ((u64::from(worker) * 37 + rounds) % 320) as u16;
                                 let answers = conn
