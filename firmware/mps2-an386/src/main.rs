@@ -29,6 +29,18 @@ unsafe impl cortex_m::interrupt::InterruptNumber for Irq {
     }
 }
 
+/// The device part of the vector table (cortex-m-rt's `device` feature, which a PAC in the
+/// same workspace turns on): this board has no PAC, so every line goes to `DefaultHandler`.
+// SAFETY: the section and symbol are the ones cortex-m-rt's link.x places after the
+// exceptions; the NVIC of this board has 32 lines, each pointing at the handler below.
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+static __INTERRUPTS: [unsafe extern "C" fn(); 32] = [DefaultHandler; 32];
+
+unsafe extern "C" {
+    fn DefaultHandler();
+}
+
 struct Mps2 {
     eth: Lan9118,
     clock: timer::Clock,
