@@ -363,3 +363,22 @@ pub fn fetch_exactly(command: &mut Command, output: &std::path::Path, expected: 
     );
     result.stdout
 }
+
+/// The built-in sample file every server serves by default.
+pub const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
+
+/// A Block Request for every block of a file of `len` bytes (at least one byte).
+pub fn whole_file(len: usize) -> Request {
+    let count =
+        p2p_core::Geometry::new(u32::try_from(len).expect("file under 4 GiB")).block_count();
+    Request::Block {
+        start: 0,
+        end: u16::try_from(count - 1).expect("at most 65536 blocks"),
+    }
+}
+
+/// The answer to a Block Request for block `block` of the sample (1 KiB blocks, the last short).
+pub fn sample_block(block: u16) -> Answer {
+    let start = usize::from(block) * 1024;
+    Answer::Data(SAMPLE[start..(start + 1024).min(SAMPLE.len())].to_vec())
+}

@@ -1,24 +1,17 @@
 //! host-sim on a real TAP device in a private network namespace, spoken to through the
 //! kernel's TCP from a thread inside that namespace.
 
+use p2p_core::BlockRange;
 use p2p_core::wire::{PeerAddr, Request};
-use p2p_core::{BlockRange, Geometry};
-use p2p_tests::{Answer, Conn, Scratch, binary, cpu_share, start_host_sim, test_net};
+use p2p_tests::{
+    Answer, Conn, SAMPLE, Scratch, binary, cpu_share, sample_block, start_host_sim, test_net,
+    whole_file,
+};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
-
 fn range(start: u16, end: u16) -> BlockRange {
     BlockRange::new(start, end).expect("range")
-}
-
-fn whole(len: usize) -> Request {
-    let count = Geometry::new(len as u32).block_count();
-    Request::Block {
-        start: 0,
-        end: (count - 1) as u16,
-    }
 }
 
 #[test]
@@ -108,10 +101,7 @@ fn requests_split_byte_by_byte_and_pipelined_are_answered_in_order() {
                 start: block,
                 end: block,
             });
-            let start = usize::from(block) * 1024;
-            expected.push(Answer::Data(
-                SAMPLE[start..(start + 1024).min(SAMPLE.len())].to_vec(),
-            ));
+            expected.push(sample_block(block));
             requests.push(Request::FileSize);
             expected.push(Answer::Size(300_000));
         }
@@ -191,7 +181,7 @@ fn eight_concurrent_whole_file_downloads() {
                 std::thread::spawn(move || {
                     let mut conn = Conn::connect(addr).expect("connect");
                     conn.set_file_size(data.len() as u32);
-                    let answers = conn.ask(&[whole(data.len())]).expect("download");
+                    let answers = conn.ask(&[whole_file(data.len())]).expect("download");
                     answers == [Answer::Data(data.to_vec())]
                 })
             })
@@ -248,7 +238,7 @@ fn a_silent_half_request_does_not_delay_others() {
         let mut other = Conn::connect(addr).expect("connect");
         other.set_file_size(SAMPLE.len() as u32);
         assert_eq!(
-            other.ask(&[whole(SAMPLE.len())]).expect("download"),
+            other.ask(&[whole_file(SAMPLE.len())]).expect("download"),
             [Answer::Data(SAMPLE.to_vec())]
         );
         // Generous bound: the point is not waiting for the silent one's 30 s idle timeout.
@@ -284,7 +274,9 @@ fn one_mib_survives_drop_and_corruption() {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
         conn.set_file_size(data.len() as u32);
-        let answers = conn.ask(&[whole(data.len())]).expect("download under loss");
+        let answers = conn
+            .ask(&[whole_file(data.len())])
+            .expect("download under loss");
         assert!(
             answers == [Answer::Data(data.clone())],
             "the download is not byte-identical"
@@ -317,7 +309,9 @@ fn host_sim_sleeps_when_idle_and_while_shaped() {
         net.run_inside(move || {
             let mut conn = Conn::connect(addr).expect("connect");
             conn.set_file_size(data.len() as u32);
-            let answers = conn.ask(&[whole(data.len())]).expect("shaped download");
+            let answers = conn
+                .ask(&[whole_file(data.len())])
+                .expect("shaped download");
             answers == [Answer::Data(data)]
         })
         .expect("inside")

@@ -1,24 +1,14 @@
 //! Load against host-sim and the QEMU board on a private TAP network: many more clients than
 //! connections, slow readers, and a soak with memory and sockets checked at the end.
 
-use p2p_core::Geometry;
 use p2p_core::wire::Request;
 use p2p_tests::{
-    Answer, Conn, Firmware, Scratch, TestNet, qemu_available, start_board, start_host_sim, test_net,
+    Answer, Conn, Firmware, SAMPLE, Scratch, TestNet, qemu_available, start_board, start_host_sim,
+    test_net, whole_file,
 };
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
-
-fn whole_sample() -> Request {
-    let count = Geometry::new(SAMPLE.len() as u32).block_count();
-    Request::Block {
-        start: 0,
-        end: (count - 1) as u16,
-    }
-}
 
 /// How one client of a crowd fared.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +34,7 @@ fn one_client(addr: SocketAddr) -> Result<Outcome, String> {
         Err(e) => return Err(format!("connect: {e}")),
     };
     conn.set_file_size(SAMPLE.len() as u32);
-    match conn.ask(&[Request::FileSize, whole_sample()]) {
+    match conn.ask(&[Request::FileSize, whole_file(SAMPLE.len())]) {
         Ok(answers)
             if answers
                 == [
@@ -124,13 +114,7 @@ fn slow_readers_do_not_stop_others() {
             .map(|_| {
                 std::thread::spawn(move || {
                     let mut conn = Conn::connect(addr).expect("connect");
-                    let count = Geometry::new(4 << 20).block_count();
-                    let bytes = conn
-                        .encode(&[Request::Block {
-                            start: 0,
-                            end: (count - 1) as u16,
-                        }])
-                        .expect("encode");
+                    let bytes = conn.encode(&[whole_file(4 << 20)]).expect("encode");
                     std::io::Write::write_all(&mut conn.stream, &bytes).expect("write");
                     let mut byte = [0u8; 1];
                     for _ in 0..6 {
@@ -149,13 +133,7 @@ fn slow_readers_do_not_stop_others() {
                 std::thread::spawn(move || {
                     let mut conn = Conn::connect(addr).expect("connect");
                     conn.set_file_size(data.len() as u32);
-                    let count = Geometry::new(data.len() as u32).block_count();
-                    conn.ask(&[Request::Block {
-                        start: 0,
-                        end: (count - 1) as u16,
-                    }])
-                    .expect("download")
-                        == [Answer::Data(data)]
+                    conn.ask(&[whole_file(data.len())]).expect("download") == [Answer::Data(data)]
                 })
             })
             .collect();

@@ -1,26 +1,16 @@
 //! The mps2-an386 firmware in QEMU on a TAP of a private network: the same protocol tests as
 //! host-sim's, p2p-fetch against the board, and a mixed swarm of the board and two host-sims.
 
-use p2p_core::Geometry;
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, Firmware, Scratch, fetch_exactly, p2p_fetch, qemu_available, start_board,
-    start_host_sim, test_net,
+    Answer, Conn, Firmware, SAMPLE, Scratch, fetch_exactly, p2p_fetch, qemu_available,
+    sample_block, start_board, start_host_sim, test_net, whole_file,
 };
 use std::io::Write;
 use std::time::Duration;
 
-const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
 /// The board's MAC ends in this byte, so it falls back to 10.0.0.16.
 const BOARD: u8 = 0x10;
-
-fn whole_sample() -> Request {
-    let count = Geometry::new(SAMPLE.len() as u32).block_count();
-    Request::Block {
-        start: 0,
-        end: (count - 1) as u16,
-    }
-}
 
 #[test]
 fn p2p_fetch_downloads_the_file_from_the_board() {
@@ -126,10 +116,7 @@ fn the_board_answers_pipelined_split_and_malformed_requests() {
                 start: block,
                 end: block,
             });
-            let start = usize::from(block) * 1024;
-            expected.push(Answer::Data(
-                SAMPLE[start..(start + 1024).min(SAMPLE.len())].to_vec(),
-            ));
+            expected.push(sample_block(block));
             requests.push(Request::BlockList);
             expected.push(Answer::Ranges(vec![
                 p2p_core::BlockRange::new(0, 292).expect("range"),
@@ -185,7 +172,7 @@ fn the_board_serves_four_at_once_refuses_a_fifth_and_survives_churn() {
                 std::thread::spawn(move || {
                     let mut conn = Conn::connect(addr).expect("connect");
                     conn.set_file_size(SAMPLE.len() as u32);
-                    conn.ask(&[whole_sample()]).expect("download")
+                    conn.ask(&[whole_file(SAMPLE.len())]).expect("download")
                         == [Answer::Data(SAMPLE.to_vec())]
                 })
             })
