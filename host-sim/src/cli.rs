@@ -58,6 +58,12 @@ pub struct Args {
     /// Corrupt this percentage of frames, both directions.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub corrupt_chance: u8,
+    /// Delay every frame this many milliseconds, both directions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub delay_ms: u64,
+    /// Hold back this percentage of frames, both directions, so later frames overtake them.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub reorder_chance: u8,
     /// Shape what host-sim sends to this many kbit/s, like a slow board's link (frames are
     /// delayed, not dropped).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]

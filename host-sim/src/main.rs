@@ -1,6 +1,7 @@
 //! host-sim: the p2p-blocks board server on a Linux TAP interface, or on kernel TCP.
 
 mod cli;
+mod delay;
 mod shaper;
 mod store;
 mod tap;

@@ -35,6 +35,11 @@ impl<D> Shaper<D> {
         }
     }
 
+    /// The shaped link.
+    pub fn link(&self) -> &D {
+        &self.inner
+    }
+
     fn refill(&mut self, now: Instant) {
         let Some(rate) = self.rate else { return };
         let elapsed = (now - self.refilled_at).total_micros();

@@ -1,7 +1,9 @@
-//! Serving on a TAP interface: smoltcp on the TAP (with optional fault injection and pcap),
-//! p2p-core's driver on its sockets, sleeping on the TAP's descriptor between events.
+//! Serving on a TAP interface: smoltcp on the TAP (with optional fault injection, delay,
+//! reordering, shaping and pcap), p2p-core's driver on its sockets, sleeping on the TAP's
+//! descriptor between events.
 
 use crate::cli::{Args, MAX_CONNECTIONS};
+use crate::delay::Delay;
 use crate::shaper::Shaper;
 use crate::tap::Tap;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -80,7 +82,13 @@ fn run<'a, D: Device>(
     idle: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let mut device = Shaper::new(device, args.rate);
+    let link = Delay::new(
+        device,
+        NetDuration::from_millis(args.delay_ms),
+        args.reorder_chance,
+        std::process::id(),
+    );
+    let mut device = Shaper::new(link, args.rate);
     let epoch = std::time::Instant::now();
     let now =
         || NetInstant::from_micros(i64::try_from(epoch.elapsed().as_micros()).unwrap_or(i64::MAX));
@@ -148,6 +156,9 @@ fn run<'a, D: Device>(
             .poll_delay(timestamp, &sockets)
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
+        if let Some(due) = device.link().next_release(timestamp) {
+            delay = delay.min(due);
+        }
         if let Some(at) = server_at {
             delay = delay.min(if at > timestamp {
                 at - timestamp

@@ -1,7 +1,8 @@
-//! Faults on the private TAP network: lossy and corrupting links at several levels, peers
-//! killed and restarted during a swarm download, p2p-fetch killed and resumed. Every case ends
-//! byte-identical or with a clear failure, and nothing hangs. (This kernel has no sch_netem, so
-//! loss and corruption come from host-sim's smoltcp FaultInjector, both directions.)
+//! Faults on the private TAP network: lossy, corrupting, delaying and reordering links at
+//! several levels, peers killed and restarted during a swarm download, p2p-fetch killed and
+//! resumed. Every case ends byte-identical or with a clear failure, and nothing hangs. (The
+//! kernels these run on may lack sch_netem, so the faults come from host-sim, both directions:
+//! loss and corruption from smoltcp's FaultInjector, delay and reordering from its own link.)
 
 use p2p_tests::{Scratch, TestNet, fetch_exactly, p2p_fetch, start_host_sim, test_net};
 use std::process::{Command, Stdio};
@@ -43,6 +44,38 @@ fn a_swarm_of_faulty_links_at_several_levels_still_gives_the_exact_file() {
     }
     let output = scratch.0.join("fetched.bin");
     fetch_exactly(&mut fetch_from_first(&net, &output, &[]), &output, &data);
+}
+
+#[test]
+fn a_swarm_of_delaying_and_reordering_links_still_gives_the_exact_file() {
+    let Some(mut net) = test_net(3) else { return };
+    let scratch = Scratch::new("reordering-swarm");
+    let (path, data) = scratch.file("two-mib.bin", 2 << 20);
+    let file = path.to_str().expect("path");
+    let levels: [&[&str]; 3] = [
+        &["--delay-ms", "40"],
+        &["--reorder-chance", "20"],
+        &[
+            "--delay-ms",
+            "10",
+            "--reorder-chance",
+            "5",
+            "--drop-chance",
+            "1",
+        ],
+    ];
+    for (index, faults) in levels.iter().enumerate() {
+        // A chain of peer lists, so discovery itself crosses the impaired links.
+        let next = TestNet::host_addr((index + 1) % 3);
+        let args = [&["--file", file, "--peer", next.as_str()][..], faults].concat();
+        start_host_sim(&mut net, index, &args);
+    }
+    let output = scratch.0.join("fetched.bin");
+    let mut fetch = fetch_from_first(&net, &output, &["--json"]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fetch_exactly(&mut fetch, &output, &data)).expect("JSON summary");
+    let peers = summary["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), 3, "every impaired peer was found: {summary}");
 }
 
 #[test]
