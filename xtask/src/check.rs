@@ -69,20 +69,34 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs every fuzz target for a short while from its corpus in core/fuzz/corpus. libFuzzer
-/// wants nightly's sanitizer flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+/// Runs every fuzz target for a short while from its corpus in core/fuzz/corpus. New inputs go
+/// to a scratch directory (libFuzzer writes to the first corpus it is given), so a test run
+/// leaves the checkout as it was. libFuzzer wants nightly's sanitizer flags; RUSTC_BOOTSTRAP
+/// lets the stable toolchain take them.
 fn fuzz_briefly() -> Result<(), String> {
     if command("cargo-fuzz").arg("--version").output().is_err() {
         run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
     }
+    let fuzz_dir = crate::run::root().join("core/fuzz");
+    let scratch = std::env::temp_dir().join(format!("p2p-fuzz-{}", std::process::id()));
     for target in FUZZ_TARGETS {
+        let new_inputs = scratch.join(target);
+        std::fs::create_dir_all(&new_inputs)
+            .map_err(|e| format!("cannot create {}: {e}", new_inputs.display()))?;
         let time = format!("-max_total_time={FUZZ_SECONDS}");
-        run(cargo()
-            .current_dir(crate::run::root().join("core/fuzz"))
-            .args(["fuzz", "run", target, "--", &time])
+        let result = run(cargo()
+            .current_dir(&fuzz_dir)
+            .args(["fuzz", "run", target])
+            .arg(&new_inputs)
+            .arg(fuzz_dir.join("corpus").join(target))
+            .args(["--", &time])
             .env("RUSTC_BOOTSTRAP", "1")
-            .env_remove("CARGO_TARGET_DIR"))?;
+            .env_remove("CARGO_TARGET_DIR"));
+        // Best effort: a leftover scratch directory in /tmp is harmless.
+        let _ = std::fs::remove_dir_all(&new_inputs);
+        result?;
     }
+    let _ = std::fs::remove_dir(&scratch);
     Ok(())
 }
 
