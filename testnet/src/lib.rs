@@ -2,13 +2,22 @@
 //!
 //! A [`TestNet`] is a network namespace of its own holding a bridge `br0` with 10.0.0.1/24 and
 //! TAP devices `tap0`, `tap1`, ... on it, for host-sims and QEMU boards to attach to. Every
-//! command acts inside that namespace (`ip -n NAME`, `ip netns exec NAME`): the host's own
-//! network is never changed, and traffic stays on the bridge. Dropping it kills what was
-//! started inside and deletes the namespace with everything in it.
+//! command acts inside that namespace: the host's own network is never changed, and traffic
+//! stays on the bridge. Dropping it kills what was started inside and deletes the namespace
+//! with everything in it.
+//!
+//! As root the namespace is a named one (`ip netns`). Without root it is held by an
+//! `unshare --user --net` process and entered with `nsenter`, where the system allows user
+//! namespaces; TAP devices then also need `/dev/net/tun` to be readable and writable by the user
+//! (mode 0666, the default on most distributions). A thread of this process can enter only a
+//! named namespace ([`run_inside`](TestNet::run_inside)): the kernel lets a multithreaded
+//! process join neither a user namespace nor, without root, a network namespace.
 
 use std::fs::File;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The bridge's address: the test host's side of the network.
 pub const BRIDGE_ADDR: &str = "10.0.0.1";
@@ -18,7 +27,16 @@ pub const PREFIX_LEN: u8 = 24;
 pub struct TestNet {
     name: String,
     taps: usize,
+    kind: Kind,
     children: Vec<Child>,
+}
+
+/// How the namespace is reached.
+enum Kind {
+    /// `ip netns NAME`, under /run/netns (root).
+    Named,
+    /// Held by an `unshare` process of ours, entered through its pid (no root).
+    Held(Child),
 }
 
 /// Why a test network cannot be made here.
@@ -43,29 +61,38 @@ impl TestNet {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        check_tools()?;
-        // A namespace of this name is a leftover of a dead process: the pid is ours now.
-        let _ = quiet(Command::new("ip").args(["netns", "del", &name]));
+        check_tools(taps)?;
+        if is_root() {
+            // A namespace of this name is a leftover of a dead process: the pid is ours now.
+            let _ = quiet(Command::new("ip").args(["netns", "del", &name]));
+        }
         Self::create(&name, taps)
     }
 
     /// As [`new`](Self::new), with a chosen name, which must not be in use: someone else's
     /// network is never replaced.
     pub fn with_name(name: &str, taps: usize) -> Result<Self, Unavailable> {
-        check_tools()?;
-        if std::path::Path::new("/run/netns").join(name).exists() {
+        check_tools(taps)?;
+        if Kept::find(name).is_some() {
             return Err(Unavailable(format!(
-                "network namespace {name} already exists (`ip netns del {name}` removes it)"
+                "network namespace {name} already exists (`cargo xtask net down --name {name}` \
+                 removes it)"
             )));
         }
         Self::create(name, taps)
     }
 
     fn create(name: &str, taps: usize) -> Result<Self, Unavailable> {
-        ip(&["netns", "add", name])?;
+        let kind = if is_root() {
+            ip(&["netns", "add", name])?;
+            Kind::Named
+        } else {
+            Kind::Held(hold_namespace()?)
+        };
         let net = Self {
             name: name.to_string(),
             taps,
+            kind,
             children: Vec::new(),
         };
         net.ip(&["link", "set", "lo", "up"])?;
@@ -123,14 +150,34 @@ impl TestNet {
 
     /// Leaves the namespace in place when this handle goes (for `cargo xtask net up`);
     /// returns its name. Processes started here are left running too.
-    pub fn keep(mut self) -> String {
+    pub fn keep(mut self) -> Result<String, Unavailable> {
+        if let Kind::Held(holder) = &self.kind {
+            Kept::Held(holder.id()).record(&self.name)?;
+        }
         self.children.clear();
-        std::mem::take(&mut self.name)
+        Ok(std::mem::take(&mut self.name))
     }
 
     /// Deletes a namespace made earlier and kept, by name.
     pub fn remove(name: &str) -> Result<(), Unavailable> {
-        ip(&["netns", "del", name])
+        match Kept::find(name) {
+            Some(Kept::Named) => ip(&["netns", "del", name]),
+            Some(Kept::Held(pid)) => {
+                let _ = std::fs::remove_file(Kept::record_path(name));
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid_t(pid)?), SIGTERM)
+                    .map_err(|error| Unavailable(format!("stopping {name}'s holder: {error}")))
+            }
+            None => Err(no_such_namespace(name)),
+        }
+    }
+
+    /// A command that runs `program` inside the namespace `name` made earlier and kept.
+    pub fn command_in(name: &str, program: &str) -> Result<Command, Unavailable> {
+        match Kept::find(name) {
+            Some(Kept::Named) => Ok(named_command(name, program)),
+            Some(Kept::Held(pid)) => Ok(held_command(pid, program)),
+            None => Err(no_such_namespace(name)),
+        }
     }
 
     pub fn tap_count(&self) -> usize {
@@ -147,18 +194,19 @@ impl TestNet {
         format!("10.0.0.{}", index + 2)
     }
 
-    /// Runs `ip -n NAME args...` inside the namespace.
+    /// Runs `ip args...` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> Result<(), Unavailable> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
+        let mut command = self.command("ip");
+        command.args(args);
+        run_ip(&mut command, args)
     }
 
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]);
-        command
+        match &self.kind {
+            Kind::Named => named_command(&self.name, program),
+            Kind::Held(holder) => held_command(holder.id(), program),
+        }
     }
 
     /// Starts `command` (from [`command`](Self::command)); it is killed when the network is
@@ -184,20 +232,19 @@ impl TestNet {
         self.children.get_mut(index)
     }
 
-    /// Moves the calling thread into the namespace: sockets it opens afterwards live there.
-    /// Use a thread of its own for this; it cannot come back.
-    pub fn enter(&self) -> Result<(), Unavailable> {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).map_err(|error| Unavailable(format!("{path}: {error}")))?;
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|error| Unavailable(format!("setns into {}: {error}", self.name)))
-    }
-
-    /// Runs `work` on a new thread inside the namespace and returns its result.
+    /// Runs `work` on a new thread inside the namespace and returns its result. Only a named
+    /// namespace (as root) can be entered by a thread; see the crate's documentation.
     pub fn run_inside<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Unavailable> {
+        if let Kind::Held(_) = self.kind {
+            return Err(Unavailable(
+                "a thread can enter the test network only as root (without root it lives in a \
+                 user namespace, which a multithreaded process cannot join)"
+                    .into(),
+            ));
+        }
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).map_err(|error| Unavailable(format!("{path}: {error}")))?;
         let handle = std::thread::spawn(move || {
@@ -220,29 +267,192 @@ impl Drop for TestNet {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Deleting the namespace deletes its bridge and TAP devices with it.
-        let _ = quiet(Command::new("ip").args(["netns", "del", &self.name]));
+        // The namespace goes with its bridge and TAP devices.
+        match &mut self.kind {
+            Kind::Named => {
+                let _ = quiet(Command::new("ip").args(["netns", "del", &self.name]));
+            }
+            Kind::Held(holder) => {
+                let _ = holder.kill();
+                let _ = holder.wait();
+            }
+        }
     }
 }
 
-/// Whether namespaces and TAP devices can be made here at all.
-fn check_tools() -> Result<(), Unavailable> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Unavailable(
-            "making network namespaces and TAP devices needs root; run the tests with sudo".into(),
-        ));
+/// A namespace kept by `cargo xtask net up`, found by name.
+enum Kept {
+    Named,
+    /// The pid of the `unshare` process holding it.
+    Held(u32),
+}
+
+impl Kept {
+    fn find(name: &str) -> Option<Self> {
+        if std::path::Path::new("/run/netns").join(name).exists() {
+            return Some(Self::Named);
+        }
+        let path = Self::record_path(name);
+        let pid: u32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+        if is_holder(pid) {
+            Some(Self::Held(pid))
+        } else {
+            // Its holder is gone (a reboot, a kill): the record is stale.
+            let _ = std::fs::remove_file(&path);
+            None
+        }
     }
-    if which("ip").is_none() {
-        return Err(Unavailable(
-            "the `ip` command (Debian package iproute2) is missing".into(),
-        ));
+
+    /// Where the holder's pid of a kept rootless namespace is recorded.
+    fn record_path(name: &str) -> PathBuf {
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("p2p-blocks-{}", uid())));
+        dir.join("p2p-blocks-netns").join(format!("{name}.pid"))
+    }
+
+    fn record(&self, name: &str) -> Result<(), Unavailable> {
+        let Self::Held(pid) = self else { return Ok(()) };
+        let path = Self::record_path(name);
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, pid.to_string())
+        };
+        write().map_err(|error| Unavailable(format!("{}: {error}", path.display())))
+    }
+}
+
+const SIGTERM: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGTERM;
+
+/// Starts a process that holds a new user and network namespace, and waits until it is ready:
+/// `unshare` has mapped our user to root inside and run `sleep`.
+fn hold_namespace() -> Result<Child, Unavailable> {
+    let mut holder = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--",
+            "sleep",
+            "infinity",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| Unavailable(format!("cannot run unshare: {error}")))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if is_holder(holder.id()) {
+            return Ok(holder);
+        }
+        if let Ok(Some(_)) = holder.try_wait() {
+            let mut why = String::new();
+            if let Some(mut stderr) = holder.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut stderr, &mut why);
+            }
+            return Err(Unavailable(format!(
+                "without root the test network needs a user namespace, and unshare failed: {} \
+                 (run as root, or allow unprivileged user namespaces)",
+                why.trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            return Err(Unavailable("unshare did not start within 5 s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `pid` is a namespace holder of ours: `sleep` in a network namespace not ours.
+fn is_holder(pid: u32) -> bool {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim() == "sleep" && ns(&pid.to_string()).is_some_and(|net| Some(net) != ns("self"))
+}
+
+fn named_command(name: &str, program: &str) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", name, program]);
+    command
+}
+
+/// nsenter into the holder's user and network namespaces. Our user is root there (the
+/// holder mapped it); credentials are kept as they are, since the map denies setgroups.
+fn held_command(pid: u32, program: &str) -> Command {
+    let mut command = Command::new("nsenter");
+    command.args([
+        "--target",
+        &pid.to_string(),
+        "--user",
+        "--net",
+        "--preserve-credentials",
+        "--",
+        program,
+    ]);
+    command
+}
+
+fn no_such_namespace(name: &str) -> Unavailable {
+    Unavailable(format!(
+        "there is no network namespace {name}: make it with `cargo xtask net up --name {name}`"
+    ))
+}
+
+fn pid_t(pid: u32) -> Result<i32, Unavailable> {
+    i32::try_from(pid).map_err(|_| Unavailable(format!("pid {pid} out of range")))
+}
+
+/// Whether this process runs as root, so its test networks are named ones that its threads
+/// can join.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Whether namespaces and TAP devices can be made here at all.
+fn check_tools(taps: usize) -> Result<(), Unavailable> {
+    let needed: &[(&str, &str)] = if is_root() {
+        &[("ip", "iproute2")]
+    } else {
+        &[
+            ("ip", "iproute2"),
+            ("unshare", "util-linux"),
+            ("nsenter", "util-linux"),
+        ]
+    };
+    for (program, package) in needed {
+        if which(program).is_none() {
+            return Err(Unavailable(format!(
+                "the `{program}` command (Debian package {package}) is missing"
+            )));
+        }
+    }
+    if !is_root() && taps > 0 {
+        let tun = "/dev/net/tun";
+        if let Err(error) = std::fs::OpenOptions::new().read(true).write(true).open(tun) {
+            return Err(Unavailable(format!(
+                "TAP devices without root need {tun} readable and writable by you ({error}); \
+                 run as root, or make it mode 0666 as most distributions do"
+            )));
+        }
     }
     Ok(())
 }
 
 fn ip(args: &[&str]) -> Result<(), Unavailable> {
-    let output = Command::new("ip")
-        .args(args)
+    run_ip(Command::new("ip").args(args), args)
+}
+
+fn run_ip(command: &mut Command, args: &[&str]) -> Result<(), Unavailable> {
+    let output = command
         .stdin(Stdio::null())
         .output()
         .map_err(|error| Unavailable(format!("cannot run ip: {error}")))?;
@@ -261,7 +471,7 @@ fn quiet(command: &mut Command) -> std::io::Result<std::process::ExitStatus> {
     command.stdout(Stdio::null()).stderr(Stdio::null()).status()
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
+fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')

@@ -13,9 +13,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A test network with `taps` TAP devices; `None` (the test should return) where one cannot be
-/// made here, after saying why. Under CI that is a failure instead.
+/// made here, after saying why. Under CI that is a failure instead. These tests talk to the
+/// network from their own threads, which can join a namespace only as root (tests/rootless.rs
+/// covers the network without root).
 pub fn test_net(taps: usize) -> Option<TestNet> {
-    match TestNet::new(taps) {
+    let made = if !p2p_testnet::is_root() {
+        Err(p2p_testnet::Unavailable(
+            "the end-to-end tests need root: their threads join the test network".into(),
+        ))
+    } else {
+        TestNet::new(taps)
+    };
+    match made {
         Ok(net) => Some(net),
         Err(reason) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED: no test network here: {reason}");

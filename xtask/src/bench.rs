@@ -1,7 +1,7 @@
 //! `cargo xtask bench ...`: measurements side by side with their anchors, in one run.
 //! Each prints a Markdown table for BENCHMARKS.md.
 
-use crate::run::{cargo, root, run};
+use crate::run::{ScratchDir, cargo, root, run};
 use p2p_testnet::TestNet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -97,8 +97,7 @@ const RUNS: usize = 3;
 fn host_sim(size: u64) -> Result<Rows, String> {
     run(cargo().args(["build", "--release", "-p", "host-sim"]))?;
     let host_sim = root().join("target/release/host-sim");
-    let scratch = std::env::temp_dir().join(format!("p2p-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = ScratchDir::new("bench")?;
     let file = scratch.join("bench.bin");
     write_file(&file, size)?;
     let blocks =
@@ -184,7 +183,6 @@ fn host_sim(size: u64) -> Result<Rows, String> {
         "| host-sim CPU with no clients for 10 s | {idle:.2}% of a core | | | < 1% |"
     ));
 
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
 }
 
@@ -481,8 +479,7 @@ fn firmware() -> Result<Rows, String> {
         }
     }
 
-    let scratch = std::env::temp_dir().join(format!("p2p-fw-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = ScratchDir::new("fw-bench")?;
     let file = scratch.join("two-mib.bin");
     write_file(&file, FIRMWARE_BENCH_FILE)?;
     let protocol_elf = build_firmware_variant("bench-protocol", &file, false)?;
@@ -505,7 +502,6 @@ fn firmware() -> Result<Rows, String> {
         mib_s(raw),
         raw.as_secs_f64() / protocol.as_secs_f64()
     ));
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
 }
 
@@ -660,8 +656,7 @@ const SWARM_FILE: u64 = 10 << 20;
 fn swarm() -> Result<Rows, String> {
     run(cargo().args(["build", "--release", "-p", "host-sim", "-p", "p2p-fetch"]))?;
     let bin = root().join("target/release");
-    let scratch = std::env::temp_dir().join(format!("p2p-swarm-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let scratch = ScratchDir::new("swarm-bench")?;
     let file = scratch.join("ten-mib.bin");
     write_file(&file, SWARM_FILE)?;
     let mut net = TestNet::new(4).map_err(|e| e.to_string())?;
@@ -716,7 +711,6 @@ fn swarm() -> Result<Rows, String> {
     };
     let one = median((0..3).map(|_| fetch("1")).collect::<Result<_, _>>()?);
     let four = median((0..3).map(|_| fetch("4")).collect::<Result<_, _>>()?);
-    let _ = std::fs::remove_dir_all(&scratch);
     let mut rows = Rows::default();
     rows.push(format!(
         "| p2p-fetch of 10 MiB from four host-sims at --rate 20000 (ours) | {:.2} s | from one of them: {:.2} s | {:.2}x faster | >= 3.5x |",
@@ -775,12 +769,12 @@ fn p2p_fetch() -> Result<Rows, String> {
     }
     run(cargo().args(["build", "--release", "-p", "host-sim", "-p", "p2p-fetch"]))?;
     let bin = root().join("target/release");
-    let work = std::env::temp_dir().join(format!("p2p-fetch-bench-{}", std::process::id()));
+    let work = ScratchDir::new("fetch-bench")?;
     std::fs::create_dir_all(work.join("logs")).map_err(|e| e.to_string())?;
     // nginx's worker reads the file as an unprivileged user.
     std::process::Command::new("chmod")
         .arg("755")
-        .arg(&work)
+        .arg(&*work)
         .status()
         .map_err(|e| e.to_string())?;
     let file = work.join("file");
@@ -805,7 +799,7 @@ fn p2p_fetch() -> Result<Rows, String> {
         .arg("-c")
         .arg(&conf)
         .arg("-p")
-        .arg(&work)
+        .arg(&*work)
         .status()
         .map_err(|e| format!("nginx: {e}"))?;
     if !nginx.success() {
@@ -849,7 +843,7 @@ fn p2p_fetch() -> Result<Rows, String> {
         .arg("-c")
         .arg(&conf)
         .arg("-p")
-        .arg(&work)
+        .arg(&*work)
         .args(["-s", "stop"])
         .status();
     let _ = server.kill();
@@ -886,7 +880,6 @@ fn p2p_fetch() -> Result<Rows, String> {
         .last()
         .and_then(|l| l.trim().parse().ok())
         .ok_or("no peak RSS from /usr/bin/time")?;
-    let _ = std::fs::remove_dir_all(&work);
 
     let mut rows = Rows::default();
     rows.push(format!(

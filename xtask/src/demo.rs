@@ -18,10 +18,7 @@ pub fn run_demo() -> Result<(), String> {
     let expected = std::fs::read(&sample).map_err(|e| format!("{}: {e}", sample.display()))?;
 
     let mut net = TestNet::new(PARTS.len()).map_err(|e| {
-        format!(
-            "{e}\nThe demo needs a private network namespace with TAP devices: run it as root \
-             (sudo -E cargo xtask demo), or inside `unshare -rn` where user namespaces are allowed."
-        )
+        format!("{e}\nThe demo needs a private network namespace with TAP devices.")
     })?;
     println!(
         "test network {}: bridge 10.0.0.1/24, {} TAP devices",
@@ -95,27 +92,33 @@ pub fn run_demo() -> Result<(), String> {
     Ok(())
 }
 
+/// Waits, inside the namespace, until host-sim at `ip` accepts connections. The probe is this
+/// xtask itself run there (`wait-for-port`): a thread of ours can join the namespace only as
+/// root, a command can always.
 fn wait_until_serving(net: &TestNet, ip: &str) -> Result<(), String> {
-    let addr: std::net::SocketAddr = format!("{ip}:8888").parse().map_err(|e| format!("{e}"))?;
-    let ready = net
-        .run_inside(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            false
-        })
-        .map_err(|e| e.to_string())?;
-    if ready {
+    let xtask = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
+    let status = net
+        .command(xtask.to_str().ok_or("xtask's path is not UTF-8")?)
+        .args(["wait-for-port", &format!("{ip}:8888")])
+        .status()
+        .map_err(|e| format!("cannot run the readiness probe: {e}"))?;
+    if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "host-sim at {addr} did not start serving within 20 s"
-        ))
+        Err(format!("host-sim at {ip} did not start serving"))
     }
+}
+
+/// `cargo xtask wait-for-port ADDR`: succeeds once ADDR accepts a TCP connection.
+pub fn wait_for_port(addr: std::net::SocketAddr, seconds: u64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("{addr} accepted no connection within {seconds} s"))
 }
 
 /// The file's SHA-256 in hex, from the system's sha256sum (coreutils).

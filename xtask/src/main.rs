@@ -29,6 +29,13 @@ enum Command {
     Firmware(firmware::FirmwareArgs),
     /// Private test networks: a network namespace with a bridge and TAP devices.
     Net(net::NetArgs),
+    /// Waits until ADDR accepts TCP connections (the demo runs this inside its namespace).
+    #[command(hide = true)]
+    WaitForPort {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +45,7 @@ fn main() -> ExitCode {
         Command::Test(args) => check::run_all(args),
         Command::Firmware(args) => firmware::run_command(args),
         Command::Net(args) => net::run(args),
+        Command::WaitForPort { addr, seconds } => demo::wait_for_port(addr, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! `cargo xtask net ...`: a private test network (network namespace, bridge 10.0.0.1/24, TAP
 //! devices) that outlives the command, for trying host-sim and QEMU boards by hand. Nothing
-//! outside the namespace is changed.
+//! outside the namespace is changed. Without root it lives in a user namespace of its own.
 
 use p2p_testnet::TestNet;
 
@@ -40,7 +40,7 @@ pub fn run(args: NetArgs) -> Result<(), String> {
     match args.command {
         NetCommand::Up { taps, name } => {
             let net = TestNet::with_name(&name, taps).map_err(|e| e.to_string())?;
-            let name = net.keep();
+            let name = net.keep().map_err(|e| e.to_string())?;
             println!(
                 "network namespace {name}: bridge br0 10.0.0.1/24, TAP devices tap0..tap{}",
                 taps.saturating_sub(1)
@@ -54,16 +54,11 @@ pub fn run(args: NetArgs) -> Result<(), String> {
         NetCommand::Down { name } => TestNet::remove(&name).map_err(|e| e.to_string()),
         NetCommand::Exec { name, command } => {
             let (program, rest) = command.split_first().ok_or("no command given")?;
-            if !std::path::Path::new("/run/netns").join(&name).exists() {
-                return Err(format!(
-                    "there is no network namespace {name}: make it with `cargo xtask net up --name {name}`"
-                ));
-            }
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &name, program])
+            let status = TestNet::command_in(&name, program)
+                .map_err(|e| e.to_string())?
                 .args(rest)
                 .status()
-                .map_err(|error| format!("cannot run ip netns exec: {error}"))?;
+                .map_err(|error| format!("cannot run {program} in {name}: {error}"))?;
             if status.success() {
                 Ok(())
             } else {

@@ -1,6 +1,6 @@
 //! Running other programs, with the command echoed and its failure named.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The repository root (xtask lives one level below it).
@@ -84,5 +84,31 @@ impl TestTally {
         };
         self.passed += count(" passed");
         self.failed += count(" failed");
+    }
+}
+
+/// A directory under the system's temporary directory, removed with everything in it when
+/// this goes, on success or error alike.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(label: &str) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("p2p-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
