@@ -8,6 +8,8 @@
 //!   static `ADDR/PREFIX`; `P2P_GATEWAY`: a static gateway.
 //! - `P2P_BENCH_RAW_TCP`: benchmark anchor only: instead of the protocol, send the served
 //!   file's length of raw TCP to whoever connects, through the same stack and buffers.
+//! - `P2P_TEST_PANIC`: test only: panic right after start-up, so the tests see the panic path
+//!   (message logged, QEMU exits with a failure code).
 
 use p2p_core::geometry::Geometry;
 use p2p_core::store::check_held;
@@ -113,6 +115,7 @@ fn generate() -> Result<(), String> {
     };
 
     let raw_tcp = setting("P2P_BENCH_RAW_TCP").is_some();
+    let test_panic = setting("P2P_TEST_PANIC").is_some();
 
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
     std::fs::copy(&file, out.join("served.bin")).map_err(|e| e.to_string())?;
@@ -129,7 +132,9 @@ fn generate() -> Result<(), String> {
          pub const STATIC_IP: Option<([u8; 4], u8)> = {static_ip};\n\
          pub const GATEWAY: Option<[u8; 4]> = {gateway};\n\
          /// Benchmark anchor: send raw TCP instead of serving the protocol.\n\
-         pub const BENCH_RAW_TCP: bool = {raw_tcp};\n",
+         pub const BENCH_RAW_TCP: bool = {raw_tcp};\n\
+         /// Test only: panic right after start-up.\n\
+         pub const TEST_PANIC: bool = {test_panic};\n",
         geometry.block_count(),
         geometry.block_size(),
         peers.join(", "),

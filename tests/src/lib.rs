@@ -244,6 +244,8 @@ pub enum Firmware {
     /// Holds blocks 0-99 of the sample and lists 10.0.0.3 and 10.0.0.4 (`cargo xtask firmware
     /// build` makes it with P2P_BLOCKS and P2P_PEERS).
     Swarm,
+    /// Panics right after start-up (built with P2P_TEST_PANIC).
+    Panic,
 }
 
 impl Firmware {
@@ -252,8 +254,29 @@ impl Firmware {
         let dir = match self {
             Self::Default => firmware,
             Self::Swarm => firmware.join("swarm"),
+            Self::Panic => firmware.join("panic"),
         };
         dir.join("thumbv7em-none-eabihf/release/mps2-an386")
+    }
+
+    /// The messages of a defmt log this build wrote, decoded with its ELF's format table.
+    pub fn decode_log(self, log: &std::path::Path) -> Vec<String> {
+        let elf = std::fs::read(self.elf()).expect("firmware ELF");
+        let table = defmt_decoder::Table::parse(&elf)
+            .expect("defmt table")
+            .expect("the ELF has a .defmt section");
+        let mut decoder = table.new_stream_decoder();
+        decoder.received(&std::fs::read(log).expect("board log"));
+        let mut messages = Vec::new();
+        loop {
+            match decoder.decode() {
+                Ok(frame) => messages.push(frame.display_message().to_string()),
+                Err(defmt_decoder::DecodeError::UnexpectedEof) => return messages,
+                Err(defmt_decoder::DecodeError::Malformed) => {
+                    panic!("malformed defmt log after {messages:?}")
+                }
+            }
+        }
     }
 }
 
@@ -286,7 +309,7 @@ pub fn qemu_available(firmware: Firmware) -> bool {
 
 /// Boots the QEMU board on TAP `tap` of `net` with MAC 52:54:00:00:00:`mac_byte`, so it takes
 /// 10.0.0.`mac_byte` when DHCP gets no answer, and waits until it answers. Its defmt log goes
-/// to `log` (decode with defmt-print).
+/// to `log` ([`Firmware::decode_log`] reads it).
 pub fn start_board(
     net: &mut TestNet,
     tap: usize,
@@ -294,6 +317,21 @@ pub fn start_board(
     firmware: Firmware,
     log: &std::path::Path,
 ) -> (usize, SocketAddr) {
+    let index = boot_board(net, tap, mac_byte, firmware, log);
+    let addr: SocketAddr = format!("10.0.0.{mac_byte}:8888").parse().expect("address");
+    wait_until_answering(net, addr, Duration::from_secs(30));
+    (index, addr)
+}
+
+/// Boots the QEMU board as [`start_board`] does, without waiting for it; returns its index in
+/// `net`.
+pub fn boot_board(
+    net: &mut TestNet,
+    tap: usize,
+    mac_byte: u8,
+    firmware: Firmware,
+    log: &std::path::Path,
+) -> usize {
     let log_file = std::fs::File::create(log).expect("board log file");
     let mut command = net.command("qemu-system-arm");
     command
@@ -320,10 +358,7 @@ pub fn start_board(
         .arg("-kernel")
         .arg(firmware.elf())
         .stdout(log_file);
-    let index = net.spawn(&mut command).expect("start qemu");
-    let addr: SocketAddr = format!("10.0.0.{mac_byte}:8888").parse().expect("address");
-    wait_until_answering(net, addr, Duration::from_secs(30));
-    (index, addr)
+    net.spawn(&mut command).expect("start qemu")
 }
 
 /// Waits until `addr` answers a File Size Request (not just accepts: QEMU's user networking

@@ -3,7 +3,7 @@
 
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, Firmware, SAMPLE, Scratch, fetch_exactly, p2p_fetch, qemu_available,
+    Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, fetch_exactly, p2p_fetch, qemu_available,
     sample_block, start_board, start_host_sim, test_net, whole_file,
 };
 use std::io::Write;
@@ -215,4 +215,35 @@ fn the_board_serves_four_at_once_refuses_a_fifth_and_survives_churn() {
         }
     })
     .expect("inside");
+}
+
+#[test]
+fn a_panic_is_logged_and_ends_qemu_with_a_failure_code() {
+    if !qemu_available(Firmware::Panic) {
+        return;
+    }
+    let Some(mut net) = test_net(1) else { return };
+    let scratch = Scratch::new("board-panic");
+    let log = scratch.0.join("board.defmt");
+    let index = boot_board(&mut net, 0, BOARD, Firmware::Panic, &log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let board = net.child(index).expect("qemu");
+        if let Some(status) = board.try_wait().expect("qemu status") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the panicking board did not end QEMU within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "QEMU's exit: {status}");
+    let messages = Firmware::Panic.decode_log(&log);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("panic: ") && m.contains("P2P_TEST_PANIC: panicking on purpose")),
+        "{messages:?}"
+    );
 }

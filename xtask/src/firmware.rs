@@ -35,22 +35,34 @@ pub fn run_command(args: FirmwareArgs) -> Result<(), String> {
     }
 }
 
-/// Build-time settings of the QEMU board's swarm build, used by the mixed-swarm test: it
-/// holds part of the sample and lists the two host-sims beside it.
-const SWARM_SETTINGS: [(&str, &str); 2] =
-    [("P2P_BLOCKS", "0-99"), ("P2P_PEERS", "10.0.0.3,10.0.0.4")];
+/// The QEMU board's test builds beside the default one, each in firmware/target/NAME with its
+/// build-time settings: `swarm` holds part of the sample and lists the two host-sims beside it
+/// (the mixed-swarm test); `panic` panics after start-up (the panic-path test).
+const TEST_BUILDS: [(&str, &[(&str, &str)]); 2] = [
+    (
+        "swarm",
+        &[("P2P_BLOCKS", "0-99"), ("P2P_PEERS", "10.0.0.3,10.0.0.4")],
+    ),
+    ("panic", &[("P2P_TEST_PANIC", "1")]),
+];
 
 /// Builds every board (release: what is flashed, and what QEMU runs fast enough), and the QEMU
-/// board's swarm build into firmware/target/swarm.
+/// board's test builds.
 pub fn build() -> Result<(), String> {
     install_embedded_target()?;
     run(&mut firmware_cargo(&["build", "--release"]))?;
-    let mut swarm = firmware_cargo(&["build", "--release", "-p", "mps2-an386"]);
-    swarm.env("CARGO_TARGET_DIR", root().join("firmware/target/swarm"));
-    for (name, value) in SWARM_SETTINGS {
-        swarm.env(name, value);
+    for (name, settings) in TEST_BUILDS {
+        let mut build = firmware_cargo(&["build", "--release", "-p", "mps2-an386"]);
+        build.env(
+            "CARGO_TARGET_DIR",
+            root().join("firmware/target").join(name),
+        );
+        for (setting, value) in settings {
+            build.env(setting, value);
+        }
+        run(&mut build)?;
     }
-    run(&mut swarm)
+    Ok(())
 }
 
 /// The firmware workspace's own formatting and clippy checks (the root's do not reach it).
@@ -71,8 +83,8 @@ fn firmware_cargo(args: &[&str]) -> std::process::Command {
     let mut cargo = command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.current_dir(root().join("firmware")).args(args);
     cargo.env_remove("CARGO_TARGET_DIR");
-    for (name, _) in SWARM_SETTINGS {
-        cargo.env_remove(name);
+    for setting in TEST_BUILDS.iter().flat_map(|(_, settings)| settings.iter()) {
+        cargo.env_remove(setting.0);
     }
     cargo
 }

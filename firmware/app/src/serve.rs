@@ -46,6 +46,9 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         },
         settings::PEERS.len()
     );
+    if settings::TEST_PANIC {
+        panic!("P2P_TEST_PANIC: panicking on purpose, as this test build was told to");
+    }
 
     let now = board.now();
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
