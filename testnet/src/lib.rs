@@ -209,6 +209,25 @@ impl TestNet {
         }
     }
 
+    /// A command that boots `elf` on QEMU's mps2-an386 (the project's emulated board) with its
+    /// Ethernet on TAP `tap` and MAC 52:54:00:00:00:`mac_byte`; semihosting on, so the
+    /// firmware's defmt log comes out on standard output and a panic ends QEMU with code 1.
+    pub fn qemu_board(&self, tap: usize, mac_byte: u8, elf: &std::path::Path) -> Command {
+        let mut command = self.command("qemu-system-arm");
+        command
+            .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+            .args(["-nographic", "-monitor", "none", "-serial", "none"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-nic")
+            .arg(format!(
+                "tap,ifname={},script=no,downscript=no,mac=52:54:00:00:00:{mac_byte:02x}",
+                Self::tap(tap)
+            ))
+            .arg("-kernel")
+            .arg(elf);
+        command
+    }
+
     /// Starts `command` (from [`command`](Self::command)); it is killed when the network is
     /// dropped. Returns its index for [`kill`](Self::kill).
     pub fn spawn(&mut self, command: &mut Command) -> Result<usize, Unavailable> {

@@ -333,31 +333,8 @@ pub fn boot_board(
     log: &std::path::Path,
 ) -> usize {
     let log_file = std::fs::File::create(log).expect("board log file");
-    let mut command = net.command("qemu-system-arm");
-    command
-        .args([
-            "-machine",
-            "mps2-an386",
-            "-cpu",
-            "cortex-m4",
-            "-nographic",
-            "-monitor",
-            "none",
-        ])
-        .args([
-            "-serial",
-            "none",
-            "-semihosting-config",
-            "enable=on,target=native",
-        ])
-        .arg("-nic")
-        .arg(format!(
-            "tap,ifname={},script=no,downscript=no,mac=52:54:00:00:00:{mac_byte:02x}",
-            TestNet::tap(tap)
-        ))
-        .arg("-kernel")
-        .arg(firmware.elf())
-        .stdout(log_file);
+    let mut command = net.qemu_board(tap, mac_byte, &firmware.elf());
+    command.stdout(log_file);
     net.spawn(&mut command).expect("start qemu")
 }
 
@@ -425,4 +402,26 @@ pub fn whole_file(len: usize) -> Request {
 pub fn sample_block(block: u16) -> Answer {
     let start = usize::from(block) * 1024;
     Answer::Data(SAMPLE[start..(start + 1024).min(SAMPLE.len())].to_vec())
+}
+
+/// `clients` whole-file downloads of `data` from `addr` at once, each on a connection of its
+/// own (call from inside the test network); asserts that every one was byte-identical.
+pub fn download_concurrently(addr: SocketAddr, clients: usize, data: &std::sync::Arc<Vec<u8>>) {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let data = std::sync::Arc::clone(data);
+            std::thread::spawn(move || {
+                let mut conn = Conn::connect(addr).expect("connect");
+                conn.set_file_size(u32::try_from(data.len()).expect("file under 4 GiB"));
+                conn.ask(&[whole_file(data.len())]).expect("download")
+                    == [Answer::Data(data.to_vec())]
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert!(
+            thread.join().expect("client thread"),
+            "a concurrent download was not byte-identical"
+        );
+    }
 }

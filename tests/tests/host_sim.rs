@@ -4,8 +4,8 @@
 use p2p_core::BlockRange;
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, SAMPLE, Scratch, binary, cpu_share, sample_block, start_host_sim, test_net,
-    whole_file,
+    Answer, Conn, SAMPLE, Scratch, binary, cpu_share, download_concurrently, sample_block,
+    start_host_sim, test_net, whole_file,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -174,26 +174,8 @@ fn eight_concurrent_whole_file_downloads() {
         ],
     );
     let data = std::sync::Arc::new(data);
-    net.run_inside(move || {
-        let clients: Vec<_> = (0..8)
-            .map(|_| {
-                let data = std::sync::Arc::clone(&data);
-                std::thread::spawn(move || {
-                    let mut conn = Conn::connect(addr).expect("connect");
-                    conn.set_file_size(data.len() as u32);
-                    let answers = conn.ask(&[whole_file(data.len())]).expect("download");
-                    answers == [Answer::Data(data.to_vec())]
-                })
-            })
-            .collect();
-        for client in clients {
-            assert!(
-                client.join().expect("client thread"),
-                "a download was not byte-identical"
-            );
-        }
-    })
-    .expect("inside");
+    net.run_inside(move || download_concurrently(addr, 8, &data))
+        .expect("inside");
 }
 
 #[test]

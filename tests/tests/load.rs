@@ -3,8 +3,8 @@
 
 use p2p_core::wire::Request;
 use p2p_tests::{
-    Answer, Conn, Firmware, SAMPLE, Scratch, TestNet, qemu_available, start_board, start_host_sim,
-    test_net, whole_file,
+    Answer, Conn, Firmware, SAMPLE, Scratch, TestNet, download_concurrently, qemu_available,
+    start_board, start_host_sim, test_net, whole_file,
 };
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
@@ -97,6 +97,7 @@ fn slow_readers_do_not_stop_others() {
     let Some(mut net) = test_net(1) else { return };
     let scratch = Scratch::new("slow-readers");
     let (path, data) = scratch.file("four-mib.bin", 4 << 20);
+    let data = std::sync::Arc::new(data);
     let (_, addr) = start_host_sim(
         &mut net,
         0,
@@ -126,22 +127,7 @@ fn slow_readers_do_not_stop_others() {
         std::thread::sleep(Duration::from_millis(300));
         // Meanwhile four others download the whole file.
         let started = Instant::now();
-        let fast: Vec<_> = (0..4)
-            .map(|_| {
-                let data = data.clone();
-                std::thread::spawn(move || {
-                    let mut conn = Conn::connect(addr).expect("connect");
-                    conn.set_file_size(data.len() as u32);
-                    conn.ask(&[whole_file(data.len())]).expect("download") == [Answer::Data(data)]
-                })
-            })
-            .collect();
-        for client in fast {
-            assert!(
-                client.join().expect("fast client"),
-                "a download beside slow readers was wrong"
-            );
-        }
+        download_concurrently(addr, 4, &data);
         // Generous: the point is that they finish while the slow readers still hold on.
         assert!(
             started.elapsed() < Duration::from_secs(5),

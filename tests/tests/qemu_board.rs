@@ -3,8 +3,8 @@
 
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, fetch_exactly, p2p_fetch, qemu_available,
-    sample_block, start_board, start_host_sim, test_net, whole_file,
+    Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, download_concurrently, fetch_exactly,
+    p2p_fetch, qemu_available, sample_block, start_board, start_host_sim, test_net,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -167,22 +167,7 @@ fn the_board_serves_four_at_once_refuses_a_fifth_and_survives_churn() {
         &scratch.0.join("board.defmt"),
     );
     net.run_inside(move || {
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                std::thread::spawn(move || {
-                    let mut conn = Conn::connect(addr).expect("connect");
-                    conn.set_file_size(SAMPLE.len() as u32);
-                    conn.ask(&[whole_file(SAMPLE.len())]).expect("download")
-                        == [Answer::Data(SAMPLE.to_vec())]
-                })
-            })
-            .collect();
-        for client in clients {
-            assert!(
-                client.join().expect("client"),
-                "a concurrent download was not byte-identical"
-            );
-        }
+        download_concurrently(addr, 4, &std::sync::Arc::new(SAMPLE.to_vec()));
         // Four held open: a fifth is told the board is busy.
         let mut held: Vec<Conn> = (0..4)
             .map(|_| Conn::connect(addr).expect("connect"))

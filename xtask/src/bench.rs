@@ -527,30 +527,8 @@ fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf,
 }
 
 fn qemu_on_tap0(net: &mut TestNet, elf: &Path, log: Stdio) -> Result<usize, String> {
-    let mut command = net.command("qemu-system-arm");
-    command
-        .args([
-            "-machine",
-            "mps2-an386",
-            "-cpu",
-            "cortex-m4",
-            "-nographic",
-            "-monitor",
-            "none",
-        ])
-        .args([
-            "-serial",
-            "none",
-            "-semihosting-config",
-            "enable=on,target=native",
-        ])
-        .args([
-            "-nic",
-            "tap,ifname=tap0,script=no,downscript=no,mac=52:54:00:00:00:10",
-            "-kernel",
-        ])
-        .arg(elf)
-        .stdout(log);
+    let mut command = net.qemu_board(0, 0x10, elf);
+    command.stdout(log);
     net.spawn(&mut command).map_err(|e| e.to_string())
 }
 
