@@ -57,6 +57,17 @@ fn run_steps(
     seed: &mut Option<(TcpListener, Vec<PeerAddr>)>,
 ) -> Result<(), Failure> {
     let started = Instant::now();
+    // Even --force cannot put a file where a directory is: say so before downloading.
+    if args.output.is_dir() {
+        return Err(Failure::new(
+            ExitCode::Io,
+            format!(
+                "{} is a directory; name the file to save in it, e.g. -o {}",
+                args.output.display(),
+                args.output.join("download.bin").display()
+            ),
+        ));
+    }
     if args.output.exists() && !args.force {
         return Err(Failure::new(
             ExitCode::Io,

@@ -136,6 +136,25 @@ fn an_existing_output_is_kept_unless_forced() {
 }
 
 #[test]
+fn a_directory_as_output_is_refused_before_downloading_even_forced() {
+    let host = honest("0-5119", &[]);
+    let dir = scratch("output-dir");
+    let refused = run(p2p_fetch()
+        .arg(host.to_string())
+        .args(["--force", "-o"])
+        .arg(&*dir));
+    assert_eq!(refused.status.code(), Some(6), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("is a directory"),
+        "{}",
+        stderr(&refused)
+    );
+    // Nothing was written beside it either.
+    let part = dir.with_extension("part");
+    assert!(!part.exists(), "{} was written", part.display());
+}
+
+#[test]
 fn bad_command_lines_are_usage_errors() {
     for args in [
         vec!["127.0.0.1:notaport"],
