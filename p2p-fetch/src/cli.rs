@@ -30,7 +30,8 @@ pub struct Args {
     #[arg(long = "continue")]
     pub resume: bool,
 
-    /// Overwrite PATH if it exists.
+    /// Overwrite PATH if it exists, and discard an earlier partial download of it that is not
+    /// resumed.
     #[arg(long)]
     pub force: bool,
 

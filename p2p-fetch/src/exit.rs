@@ -14,7 +14,8 @@ pub enum ExitCode {
     BlocksUnavailable = 4,
     /// The file's SHA-256 is not the one given with `--sha256`.
     ChecksumMismatch = 5,
-    /// Reading or writing local files failed, or the output exists without `--force`.
+    /// Reading or writing local files failed, or the output or an earlier partial download
+    /// of it exists without `--force`.
     Io = 6,
     /// Ctrl-C: the partial download is kept for `--continue`.
     Interrupted = 130,
@@ -28,7 +29,8 @@ Exit codes:
   3    unreachable: the first host cannot be reached or is not a peer
   4    blocks held by no reachable peer (the missing ranges are named)
   5    checksum mismatch (--sha256)
-  6    I/O error on local files, or the output exists (use --force)
+  6    I/O error on local files, or the output or a partial download of it exists
+       (--continue resumes a partial download, --force overwrites)
   130  interrupted (Ctrl-C); resume with --continue";
 
 /// Why p2p-fetch stops: a message for the user and the exit code.

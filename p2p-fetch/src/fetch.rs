@@ -115,7 +115,7 @@ fn run_steps(
             ),
         ));
     }
-    let (part, done) = PartFile::open(&args.output, geometry, args.resume, log)?;
+    let (part, done) = PartFile::open(&args.output, geometry, args.resume, args.force, log)?;
     let missing = not_held.minus(&done);
     if !missing.is_empty() {
         log.warn(&format!(

@@ -3,7 +3,7 @@
 //! nothing that was saved. When all is done the part is synced and renamed to `OUTPUT`.
 
 use crate::blockset::BlockSet;
-use crate::exit::Failure;
+use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
 use p2p_core::{BlockRange, Geometry};
 use std::ffi::OsString;
@@ -43,40 +43,63 @@ struct Record {
 
 impl PartFile {
     /// Opens the part file for a file of `geometry`, resuming from the record when `resume`
-    /// and it matches; returns the blocks already done.
+    /// and it matches; returns the blocks already done. An earlier partial download that is
+    /// not resumed is discarded only with `force`: otherwise that is an error, so no fetched
+    /// data is thrown away unasked.
     pub fn open(
         output: &Path,
         geometry: Geometry,
         resume: bool,
+        force: bool,
         log: &Log,
     ) -> Result<(Self, BlockSet), Failure> {
         let part_path = with_suffix(output, ".part");
         let record_path = with_suffix(output, ".part.blocks");
-        let count = geometry.block_count();
-        let resumed = if resume {
-            match read_record(&record_path, geometry) {
-                Ok(done) if part_path.exists() => Some(done),
-                Ok(_) => {
-                    log.warn(&format!(
-                        "{} is missing; starting over",
-                        part_path.display()
-                    ));
-                    None
-                }
-                Err(reason) => {
-                    log.warn(&format!("cannot resume: {reason}; starting over"));
-                    None
-                }
-            }
-        } else {
-            if part_path.exists() {
-                log.warn(&format!(
-                    "discarding the earlier partial download {} (--continue resumes it)",
-                    part_path.display()
-                ));
-            }
+        let earlier = part_path.exists();
+        let not_resumed = if !earlier {
             None
+        } else if !resume {
+            Some(format!(
+                "{} holds an earlier partial download; --continue resumes it, --force discards it",
+                part_path.display()
+            ))
+        } else {
+            match read_record(&record_path, geometry) {
+                Ok(done) => {
+                    return Self::create(output, geometry, part_path, record_path, Some(done));
+                }
+                Err(reason) => Some(format!(
+                    "cannot resume: {reason}; --force discards {} and starts over",
+                    part_path.display()
+                )),
+            }
         };
+        if let Some(reason) = not_resumed {
+            if !force {
+                return Err(Failure::new(ExitCode::Io, reason));
+            }
+            log.warn(&format!(
+                "discarding the earlier partial download {} (--force)",
+                part_path.display()
+            ));
+        } else if resume {
+            log.warn(&format!(
+                "nothing to resume: {} does not exist; starting afresh",
+                part_path.display()
+            ));
+        }
+        Self::create(output, geometry, part_path, record_path, None)
+    }
+
+    /// Opens (or truncates, when `resumed` is `None`) the part file and writes its record.
+    fn create(
+        output: &Path,
+        geometry: Geometry,
+        part_path: PathBuf,
+        record_path: PathBuf,
+        resumed: Option<BlockSet>,
+    ) -> Result<(Self, BlockSet), Failure> {
+        let count = geometry.block_count();
         let part = OpenOptions::new()
             .write(true)
             .read(true)
@@ -279,23 +302,45 @@ mod tests {
     }
 
     #[test]
-    fn saved_blocks_are_resumed_and_a_record_for_another_size_is_not() {
+    fn saved_blocks_are_resumed_and_others_are_discarded_only_when_forced() {
         let (output, _cleanup) = scratch("resume");
         let geometry = Geometry::new(10 * 1024 + 5);
-        let (part, done) = PartFile::open(&output, geometry, false, &quiet()).unwrap();
+        let (part, done) = PartFile::open(&output, geometry, false, false, &quiet()).unwrap();
         assert!(done.is_empty());
         part.write_at(1024, &[7; 2048]).unwrap();
         part.mark_done(BlockRange::new(1, 2).unwrap());
         part.save_record().unwrap();
         drop(part);
 
-        let (_, done) = PartFile::open(&output, geometry, true, &quiet()).unwrap();
+        let (_, done) = PartFile::open(&output, geometry, true, false, &quiet()).unwrap();
         assert_eq!(done.ranges(), vec![BlockRange::new(1, 2).unwrap()]);
+        // A record for another size cannot be resumed, and is not thrown away unasked.
         let other = Geometry::new(20 * 1024);
-        let (_, done) = PartFile::open(&output, other, true, &quiet()).unwrap();
-        assert!(done.is_empty());
-        // Without --continue the part starts over.
-        let (part, done) = PartFile::open(&output, other, false, &quiet()).unwrap();
+        let refused = PartFile::open(&output, other, true, false, &quiet())
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code, ExitCode::Io);
+        assert!(
+            refused.message.contains("cannot resume") && refused.message.contains("--force"),
+            "{}",
+            refused.message
+        );
+        // Nor without --continue.
+        let refused = PartFile::open(&output, geometry, false, false, &quiet())
+            .err()
+            .expect("refused");
+        assert!(
+            refused.message.contains("--continue resumes it"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            fs::metadata(with_suffix(&output, ".part")).unwrap().len(),
+            10 * 1024 + 5,
+            "the earlier part is untouched"
+        );
+        // --force starts over.
+        let (part, done) = PartFile::open(&output, other, true, true, &quiet()).unwrap();
         assert!(done.is_empty());
         part.finish(other.file_size()).unwrap();
         assert_eq!(fs::metadata(&output).unwrap().len(), 20 * 1024);
