@@ -158,17 +158,25 @@ impl TestNet {
         Ok(std::mem::take(&mut self.name))
     }
 
-    /// Deletes a namespace made earlier and kept, by name.
-    pub fn remove(name: &str) -> Result<(), Unavailable> {
-        match Kept::find(name) {
-            Some(Kept::Named) => ip(&["netns", "del", name]),
-            Some(Kept::Held(pid)) => {
+    /// Deletes a namespace made earlier and kept, by name, after stopping every process still
+    /// running in it (host-sims and boards started with `net exec`): otherwise they would keep
+    /// it, and its TAP devices, alive. Returns how many were stopped.
+    pub fn remove(name: &str) -> Result<usize, Unavailable> {
+        let kept = Kept::find(name).ok_or_else(|| no_such_namespace(name))?;
+        let holder = match kept {
+            Kept::Named => None,
+            Kept::Held(pid) => Some(pid),
+        };
+        let stopped = stop_processes_in(&kept.namespace(name)?, holder);
+        match holder {
+            None => ip(&["netns", "del", name])?,
+            Some(pid) => {
                 let _ = std::fs::remove_file(Kept::record_path(name));
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid_t(pid)?), SIGTERM)
-                    .map_err(|error| Unavailable(format!("stopping {name}'s holder: {error}")))
+                    .map_err(|error| Unavailable(format!("stopping {name}'s holder: {error}")))?;
             }
-            None => Err(no_such_namespace(name)),
         }
+        Ok(stopped)
     }
 
     /// A command that runs `program` inside the namespace `name` made earlier and kept.
@@ -322,6 +330,23 @@ impl Kept {
         }
     }
 
+    /// The namespace's identity as `/proc/PID/ns/net` shows it: `net:[INODE]`.
+    fn namespace(&self, name: &str) -> Result<String, Unavailable> {
+        match self {
+            Self::Named => {
+                let path = std::path::Path::new("/run/netns").join(name);
+                let metadata = std::fs::metadata(&path)
+                    .map_err(|error| Unavailable(format!("{}: {error}", path.display())))?;
+                Ok(format!(
+                    "net:[{}]",
+                    std::os::unix::fs::MetadataExt::ino(&metadata)
+                ))
+            }
+            Self::Held(pid) => namespace_of(*pid)
+                .ok_or_else(|| Unavailable(format!("{name}'s holder {pid} is gone"))),
+        }
+    }
+
     /// Where the holder's pid of a kept rootless namespace is recorded.
     fn record_path(name: &str) -> PathBuf {
         let dir = std::env::var_os("XDG_RUNTIME_DIR")
@@ -389,9 +414,45 @@ fn hold_namespace() -> Result<Child, Unavailable> {
 
 /// Whether `pid` is a namespace holder of ours: `sleep` in a network namespace not ours.
 fn is_holder(pid: u32) -> bool {
-    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    comm.trim() == "sleep" && ns(&pid.to_string()).is_some_and(|net| Some(net) != ns("self"))
+    comm.trim() == "sleep"
+        && namespace_of(pid).is_some_and(|net| Some(net) != namespace_of(std::process::id()))
+}
+
+/// The network namespace of process `pid`, as `net:[INODE]`; `None` when it is gone (or a
+/// zombie) or not ours to see.
+fn namespace_of(pid: u32) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    link.to_str().map(str::to_string)
+}
+
+/// Stops every process we can see in network namespace `namespace`, except `spare`: SIGTERM,
+/// then SIGKILL for any still there after two seconds. Returns how many there were.
+fn stop_processes_in(namespace: &str, spare: Option<u32>) -> usize {
+    use nix::sys::signal::{Signal, kill};
+    let inside = || -> Vec<nix::unistd::Pid> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| Some(pid) != spare && pid != std::process::id())
+            .filter(|&pid| namespace_of(pid).as_deref() == Some(namespace))
+            .filter_map(|pid| Some(nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?)))
+            .collect()
+    };
+    let found = inside();
+    for &pid in &found {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !inside().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in inside() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    found.len()
 }
 
 fn named_command(name: &str, program: &str) -> Command {
@@ -534,6 +595,37 @@ mod tests {
             .output()
             .expect("ip netns");
         assert!(!String::from_utf8_lossy(&list.stdout).contains(&name));
+    }
+
+    #[test]
+    fn removing_a_kept_network_stops_what_runs_in_it() {
+        if !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: named networks need root");
+            return;
+        }
+        let name = format!("p2p-keep-{}", std::process::id());
+        let kept = TestNet::with_name(&name, 1)
+            .expect("network")
+            .keep()
+            .expect("keep");
+        let mut inside = TestNet::command_in(&kept, "sleep")
+            .expect("enter by name")
+            .arg("60")
+            .spawn()
+            .expect("sleep inside");
+        // Until `ip netns exec` has entered the namespace, nothing is in it to find.
+        let pid = inside.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(TestNet::remove(&kept).expect("remove"), 1);
+        let status = inside.wait().expect("reap");
+        assert!(!status.success(), "stopped by a signal: {status}");
+        assert!(TestNet::command_in(&kept, "true").is_err(), "gone");
     }
 
     #[test]

@@ -128,7 +128,27 @@ fn download_without_root() {
         TestNet::with_name(&kept, 0).is_err(),
         "a name in use is refused"
     );
-    TestNet::remove(&kept).expect("remove");
+    let mut inside = TestNet::command_in(&kept, "sleep")
+        .expect("enter by name")
+        .arg("60")
+        .spawn()
+        .expect("sleep inside");
+    // nsenter enters, then becomes sleep: only then is it in the namespace.
+    let pid = inside.id();
+    let started = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "sleep did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        TestNet::remove(&kept).expect("remove"),
+        1,
+        "the sleep inside is stopped"
+    );
+    assert!(!inside.wait().expect("reap").success());
     let gone = TestNet::command_in(&kept, "ip").expect_err("removed");
     assert!(gone.0.contains("no network namespace"), "{gone}");
 }

@@ -51,7 +51,11 @@ pub fn run(args: NetArgs) -> Result<(), String> {
             println!("remove it:      cargo xtask net down --name {name}");
             Ok(())
         }
-        NetCommand::Down { name } => TestNet::remove(&name).map_err(|e| e.to_string()),
+        NetCommand::Down { name } => {
+            let stopped = TestNet::remove(&name).map_err(|e| e.to_string())?;
+            println!("removed network namespace {name}, stopping {stopped} processes in it");
+            Ok(())
+        }
         NetCommand::Exec { name, command } => {
             let (program, rest) = command.split_first().ok_or("no command given")?;
             let status = TestNet::command_in(&name, program)
