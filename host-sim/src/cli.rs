@@ -31,6 +31,10 @@ pub struct Args {
     /// MAC address (default: 02:00 followed by the IPv4 address).
     #[arg(long, value_parser = parse_mac)]
     pub mac: Option<[u8; 6]>,
+    /// IP MTU of the link; the TAP device's own MTU must be at least this (e.g. `ip link set
+    /// tap0 mtu 9000`). Above 1500, one system call moves more data: see BENCHMARKS.md.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000))]
+    pub mtu: u16,
     /// TCP port to serve on.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,

@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, RawFd};
 use tun_tap::{Iface, Mode};
 
-/// Largest Ethernet frame (without CRC) for a 1500-byte MTU.
-pub const MAX_FRAME: usize = 1514;
+/// An Ethernet header: destination, source, type.
+const ETHERNET_HEADER: usize = 14;
 
 pub struct Tap {
     iface: Iface,
@@ -17,8 +17,9 @@ pub struct Tap {
 
 impl Tap {
     /// Attaches to the TAP device `name`, which must exist (it is made by whoever owns the
-    /// network: `cargo xtask net up`, or `ip tuntap add NAME mode tap`).
-    pub fn open(name: &str) -> Result<Self, String> {
+    /// network: `cargo xtask net up`, or `ip tuntap add NAME mode tap`), for IP packets of up
+    /// to `mtu` bytes.
+    pub fn open(name: &str, mtu: u16) -> Result<Self, String> {
         let help = format!(
             "Make one first, as root: `ip tuntap add {name} mode tap && ip link set {name} up` \
              (and put it on a bridge), or let `cargo xtask net up` make a private test \
@@ -41,8 +42,8 @@ impl Tap {
             .map_err(|error| format!("cannot make TAP {name} non-blocking: {error}"))?;
         Ok(Self {
             iface,
-            rx: vec![0; MAX_FRAME],
-            tx: vec![0; MAX_FRAME],
+            rx: vec![0; usize::from(mtu) + ETHERNET_HEADER],
+            tx: vec![0; usize::from(mtu) + ETHERNET_HEADER],
         })
     }
 }
@@ -70,7 +71,8 @@ pub struct TxToken<'a> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let frame = &mut self.buf[..len.min(MAX_FRAME)];
+        let len = len.min(self.buf.len());
+        let frame = &mut self.buf[..len];
         let result = f(frame);
         if let Err(error) = self.iface.send(frame) {
             // A full queue drops the frame as a congested link would; TCP resends it.
@@ -107,7 +109,7 @@ impl Device for Tap {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MAX_FRAME;
+        caps.max_transmission_unit = self.tx.len();
         caps
     }
 }

@@ -23,6 +23,8 @@ const SOCKETS: usize = MAX_CONNECTIONS + LISTENERS;
 const RX_BUFFER: usize = 2048;
 /// Block data in flight per connection; the send window.
 const TX_BUFFER: usize = 256 * 1024;
+/// smoltcp's FaultInjector holds frames of up to 1536 bytes: that, less the Ethernet header.
+const FAULT_INJECTOR_MAX_MTU: usize = 1536 - 14;
 /// The longest sleep, so Ctrl-C is noticed promptly even when idle.
 const MAX_SLEEP: NetDuration = NetDuration::from_millis(250);
 
@@ -32,9 +34,16 @@ pub fn serve(
     idle: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let tap = Tap::open(&args.tap)?;
-    let fd = tap.as_raw_fd();
     let faults = args.drop_chance > 0 || args.corrupt_chance > 0;
+    if faults && usize::from(args.mtu) > FAULT_INJECTOR_MAX_MTU {
+        return Err(format!(
+            "--mtu {} cannot be combined with --drop-chance or --corrupt-chance: smoltcp's \
+             fault injector handles IP packets of at most {FAULT_INJECTOR_MAX_MTU} bytes",
+            args.mtu
+        ));
+    }
+    let tap = Tap::open(&args.tap, args.mtu)?;
+    let fd = tap.as_raw_fd();
     let pcap = match &args.pcap {
         Some(path) => Some(
             std::fs::File::create(path)
@@ -132,11 +141,12 @@ fn run<'a, D: Device>(
         }
     };
     log::info!(
-        "{}/{} on {} (MAC {}), port {}, up to {} connections",
+        "{}/{} on {} (MAC {}, MTU {}), port {}, up to {} connections",
         args.ip.0,
         args.ip.1,
         args.tap,
         EthernetAddress(args.mac()),
+        args.mtu,
         args.port,
         args.max_connections
     );

@@ -268,6 +268,42 @@ fn one_mib_survives_drop_and_corruption() {
 }
 
 #[test]
+fn jumbo_frames_carry_a_whole_file_intact() {
+    let Some(mut net) = test_net(1) else { return };
+    for link in ["tap0", "br0"] {
+        net.ip(&["link", "set", link, "mtu", "9000"]).expect("MTU");
+    }
+    let scratch = Scratch::new("jumbo");
+    let (path, data) = scratch.file("eight-mib.bin", 8 << 20);
+    let (_, addr) = start_host_sim(
+        &mut net,
+        0,
+        &["--file", path.to_str().expect("path"), "--mtu", "9000"],
+    );
+    let data = std::sync::Arc::new(data);
+    net.run_inside(move || download_concurrently(addr, 2, &data))
+        .expect("inside");
+    // The frames really were jumbo: the kernel counted what host-sim wrote to the TAP as
+    // received on it.
+    let stats = net
+        .command("ip")
+        .args(["-s", "-j", "link", "show", "tap0"])
+        .output()
+        .expect("ip -s link");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("ip's JSON");
+    let (bytes, packets) = (
+        stats[0]["stats64"]["rx"]["bytes"].as_u64().expect("bytes"),
+        stats[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .expect("packets"),
+    );
+    assert!(
+        bytes / packets > 4000,
+        "{bytes} bytes in {packets} frames from host-sim: not jumbo"
+    );
+}
+
+#[test]
 fn host_sim_sleeps_when_idle_and_while_shaped() {
     let Some(mut net) = test_net(1) else { return };
     let scratch = Scratch::new("shaped");
