@@ -6,9 +6,12 @@ use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, RxToken, Tx
 use smoltcp::time::Instant;
 use stm32_eth::dma::{EthernetDMA, RxError, RxRing, TxRing};
 
-/// Receive descriptors (and so the most frames a peer may send in one burst).
-pub const RX_DESCRIPTORS: usize = 4;
-pub const TX_DESCRIPTORS: usize = 4;
+/// Receive descriptors (and so the most frames a peer may send in one burst: smoltcp limits
+/// the advertised window to it). Each descriptor holds a 1.5 KiB buffer in RAM, and the board's
+/// budget is 48 KiB with 4 connections (BENCHMARKS.md): two suffice for tiny requests and ACKs.
+pub const RX_DESCRIPTORS: usize = 2;
+/// Two transmit descriptors: the DMA sends one frame while the next is written.
+pub const TX_DESCRIPTORS: usize = 2;
 
 /// Set by the ETH interrupt (a frame arrived, one was sent, or a DMA error); taken by the
 /// main loop before it sleeps.
