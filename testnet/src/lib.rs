@@ -13,6 +13,8 @@
 //! named namespace ([`run_inside`](TestNet::run_inside)): the kernel lets a multithreaded
 //! process join neither a user namespace nor, without root, a network namespace.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -172,7 +174,7 @@ impl TestNet {
             None => ip(&["netns", "del", name])?,
             Some(pid) => {
                 let _ = std::fs::remove_file(Kept::record_path(name));
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid_t(pid)?), SIGTERM)
+                kill(Pid::from_raw(pid_t(pid)?), Signal::SIGTERM)
                     .map_err(|error| Unavailable(format!("stopping {name}'s holder: {error}")))?;
             }
         }
@@ -368,8 +370,6 @@ impl Kept {
     }
 }
 
-const SIGTERM: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGTERM;
-
 /// Starts a process that holds a new user and network namespace, and waits until it is ready:
 /// `unshare` has mapped our user to root inside and run `sleep`.
 fn hold_namespace() -> Result<Child, Unavailable> {
@@ -429,8 +429,7 @@ fn namespace_of(pid: u32) -> Option<String> {
 /// Stops every process we can see in network namespace `namespace`, except `spare`: SIGTERM,
 /// then SIGKILL for any still there after two seconds. Returns how many there were.
 fn stop_processes_in(namespace: &str, spare: Option<u32>) -> usize {
-    use nix::sys::signal::{Signal, kill};
-    let inside = || -> Vec<nix::unistd::Pid> {
+    let inside = || -> Vec<Pid> {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -438,7 +437,7 @@ fn stop_processes_in(namespace: &str, spare: Option<u32>) -> usize {
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&pid| Some(pid) != spare && pid != std::process::id())
             .filter(|&pid| namespace_of(pid).as_deref() == Some(namespace))
-            .filter_map(|pid| Some(nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?)))
+            .filter_map(|pid| Some(Pid::from_raw(i32::try_from(pid).ok()?)))
             .collect()
     };
     let found = inside();
