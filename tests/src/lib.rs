@@ -151,6 +151,16 @@ impl Conn {
         self.read_answers(requests.len())
     }
 
+    /// As [`ask`](Self::ask), writing one byte at a time with a pause after each, so every byte
+    /// reaches the server in a TCP segment of its own.
+    pub fn ask_byte_by_byte(&mut self, requests: &[Request]) -> std::io::Result<Vec<Answer>> {
+        for byte in self.encode(requests)? {
+            self.stream.write_all(&[byte])?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.read_answers(requests.len())
+    }
+
     /// Encodes `requests` and records them as sent, without writing them.
     pub fn encode(&mut self, requests: &[Request]) -> std::io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
@@ -368,7 +378,16 @@ pub fn p2p_fetch(net: &TestNet, host: &str, output: &std::path::Path, extra: &[&
 /// Runs `command` (a p2p-fetch) to completion; panics with its stderr unless it succeeded and
 /// saved exactly `expected` at `output`. Returns its stdout (the summary with `--json`).
 pub fn fetch_exactly(command: &mut Command, output: &std::path::Path, expected: &[u8]) -> Vec<u8> {
-    let result = command.output().expect("run p2p-fetch");
+    fetched_exactly(command.output().expect("run p2p-fetch"), output, expected)
+}
+
+/// What a finished p2p-fetch left (`result`, from its `Child`); panics with its stderr unless
+/// it succeeded and saved exactly `expected` at `output`. Returns its stdout.
+pub fn fetched_exactly(
+    result: std::process::Output,
+    output: &std::path::Path,
+    expected: &[u8],
+) -> Vec<u8> {
     assert!(
         result.status.success(),
         "p2p-fetch failed ({}): {}",
@@ -396,6 +415,28 @@ pub fn whole_file(len: usize) -> Request {
         start: 0,
         end: u16::try_from(count - 1).expect("at most 65536 blocks"),
     }
+}
+
+/// `count` one-block requests spread over the sample (block `i * step % 293`), each followed by
+/// `between`, and the answers they must get in order: a pipeline to send in one write.
+pub fn pipelined_sample_blocks(
+    count: u16,
+    step: u16,
+    between: (Request, Answer),
+) -> (Vec<Request>, Vec<Answer>) {
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..count {
+        let block = (i * step) % 293;
+        requests.push(Request::Block {
+            start: block,
+            end: block,
+        });
+        expected.push(sample_block(block));
+        requests.push(between.0);
+        expected.push(between.1.clone());
+    }
+    (requests, expected)
 }
 
 /// The answer to a Block Request for block `block` of the sample (1 KiB blocks, the last short).

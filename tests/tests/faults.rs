@@ -4,7 +4,9 @@
 //! kernels these run on may lack sch_netem, so the faults come from host-sim, both directions:
 //! loss and corruption from smoltcp's FaultInjector, delay and reordering from its own link.)
 
-use p2p_tests::{Scratch, TestNet, fetch_exactly, p2p_fetch, start_host_sim, test_net};
+use p2p_tests::{
+    Scratch, TestNet, fetch_exactly, fetched_exactly, p2p_fetch, start_host_sim, test_net,
+};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -98,16 +100,7 @@ fn a_peer_killed_and_restarted_mid_download_is_used_again_or_replaced() {
     net.kill(first_index);
     std::thread::sleep(Duration::from_millis(700));
     start_host_sim(&mut net, 0, &first);
-    let result = child.wait_with_output().expect("p2p-fetch");
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(
-        std::fs::read(&output).expect("output") == data,
-        "not byte-identical"
-    );
+    fetched_exactly(child.wait_with_output().expect("p2p-fetch"), &output, &data);
 }
 
 #[test]

@@ -4,8 +4,8 @@
 use p2p_core::BlockRange;
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, SAMPLE, Scratch, binary, cpu_share, download_concurrently, sample_block,
-    start_host_sim, test_net, whole_file,
+    Answer, Conn, SAMPLE, Scratch, binary, cpu_share, download_concurrently,
+    pipelined_sample_blocks, start_host_sim, test_net, whole_file,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -78,12 +78,7 @@ fn requests_split_byte_by_byte_and_pipelined_are_answered_in_order() {
             Request::Block { start: 1, end: 1 },
             Request::BlockList,
         ];
-        let bytes = conn.encode(&requests).expect("encode");
-        for byte in bytes {
-            conn.stream.write_all(&[byte]).expect("write");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let answers = conn.read_answers(3).expect("answers");
+        let answers = conn.ask_byte_by_byte(&requests).expect("answers");
         assert_eq!(
             answers,
             [
@@ -93,18 +88,8 @@ fn requests_split_byte_by_byte_and_pipelined_are_answered_in_order() {
             ]
         );
 
-        let mut requests = Vec::new();
-        let mut expected = Vec::new();
-        for i in 0..60u16 {
-            let block = (i * 7) % 293;
-            requests.push(Request::Block {
-                start: block,
-                end: block,
-            });
-            expected.push(sample_block(block));
-            requests.push(Request::FileSize);
-            expected.push(Answer::Size(300_000));
-        }
+        let (requests, expected) =
+            pipelined_sample_blocks(60, 7, (Request::FileSize, Answer::Size(300_000)));
         assert_eq!(conn.ask(&requests).expect("pipelined answers"), expected);
     })
     .expect("inside");

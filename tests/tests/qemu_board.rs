@@ -4,7 +4,7 @@
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
     Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, download_concurrently, fetch_exactly,
-    p2p_fetch, qemu_available, sample_block, start_board, start_host_sim, test_net,
+    p2p_fetch, pipelined_sample_blocks, qemu_available, start_board, start_host_sim, test_net,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -93,35 +93,17 @@ fn the_board_answers_pipelined_split_and_malformed_requests() {
         let mut conn = Conn::connect(addr).expect("connect");
         conn.set_file_size(SAMPLE.len() as u32);
         // Split byte by byte.
-        let bytes = conn
-            .encode(&[Request::FileSize, Request::Block { start: 3, end: 3 }])
-            .expect("encode");
-        for byte in bytes {
-            conn.stream.write_all(&[byte]).expect("write");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         assert_eq!(
-            conn.read_answers(2).expect("answers"),
+            conn.ask_byte_by_byte(&[Request::FileSize, Request::Block { start: 3, end: 3 }])
+                .expect("answers"),
             [
                 Answer::Size(300_000),
                 Answer::Data(SAMPLE[3072..4096].to_vec())
             ]
         );
         // Pipelined.
-        let mut requests = Vec::new();
-        let mut expected = Vec::new();
-        for i in 0..40u16 {
-            let block = (i * 11) % 293;
-            requests.push(Request::Block {
-                start: block,
-                end: block,
-            });
-            expected.push(sample_block(block));
-            requests.push(Request::BlockList);
-            expected.push(Answer::Ranges(vec![
-                p2p_core::BlockRange::new(0, 292).expect("range"),
-            ]));
-        }
+        let all = Answer::Ranges(vec![p2p_core::BlockRange::new(0, 292).expect("range")]);
+        let (requests, expected) = pipelined_sample_blocks(40, 11, (Request::BlockList, all));
         assert_eq!(conn.ask(&requests).expect("pipelined"), expected);
         // Refusals keep the connection; an unknown type ends it.
         let answers = conn

@@ -1,7 +1,9 @@
 //! p2p-fetch against swarms of host-sims on a private TAP network: the real peers, the real
 //! kernel TCP on the client side.
 
-use p2p_tests::{Scratch, TestNet, fetch_exactly, p2p_fetch, start_host_sim, test_net};
+use p2p_tests::{
+    Scratch, TestNet, fetch_exactly, fetched_exactly, p2p_fetch, start_host_sim, test_net,
+};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -107,17 +109,8 @@ fn a_host_sim_killed_mid_download_leaves_the_rest_to_the_others() {
         .expect("start p2p-fetch");
     std::thread::sleep(Duration::from_millis(1000));
     net.kill(victim);
-    let result = child.wait_with_output().expect("p2p-fetch");
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(
-        std::fs::read(&output).expect("output") == data,
-        "not byte-identical"
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON summary");
+    let stdout = fetched_exactly(child.wait_with_output().expect("p2p-fetch"), &output, &data);
+    let summary: serde_json::Value = serde_json::from_slice(&stdout).expect("JSON summary");
     // The kill came mid-download: the victim sent less than its share, the others the rest.
     let victim_bytes = bytes_by_peer(&summary)
         .into_iter()
