@@ -8,6 +8,7 @@
 //! anything is read into memory.
 
 use crate::geometry::{ByteSpan, Geometry};
+use crate::manifest::{DIGEST_LEN, Digest};
 use crate::ranges::BlockRange;
 use crate::wire::{
     MAX_LIST_COUNT, MAX_REASON_LEN, MessageType, PeerAddr, RANGE_ENTRY_LEN, Reason, Request,
@@ -50,9 +51,15 @@ pub enum ClientEvent<'a> {
         offset: u32,
         data: &'a [u8],
     },
-    /// The Block Request was refused, for this reason.
+    /// The Block or Digest Request was refused, for this reason.
     BlockFailure(&'a str),
     FileSize(u32),
+    /// One digest of a Digest Response, as the peer sent it (not yet verified against
+    /// anything): the manifest's digest of `block`.
+    Digest {
+        block: u16,
+        digest: Digest,
+    },
     /// The server reported an error and closes the connection.
     Error(&'a str),
 }
@@ -80,8 +87,14 @@ pub enum ClientError {
     },
     /// A response arrived when no request was outstanding.
     Unsolicited(u8),
-    /// Block Response Success to a request that is not inside the known file.
+    /// Block Response Success or Digest Response to a request that is not inside the known
+    /// file.
     UnexpectedBlockData,
+    /// A held range past the last block of the file whose size this session knows.
+    RangeBeyondFile {
+        end: u16,
+        block_count: u32,
+    },
     /// A range with start after end, or not after the previous range with a gap.
     MisorderedRange {
         start: u16,
@@ -115,6 +128,10 @@ impl fmt::Display for ClientError {
                 )
             }
             Self::UnexpectedBlockData => f.write_str("block data for a range outside the file"),
+            Self::RangeBeyondFile { end, block_count } => write!(
+                f,
+                "Block List Response names block {end}, beyond the file's {block_count} blocks"
+            ),
             Self::MisorderedRange { start, end } => write!(
                 f,
                 "block range {start}-{end} is reversed or out of order in a Block List Response"
@@ -131,6 +148,11 @@ struct Outstanding {
     request: Request,
     /// For a Block Request inside the known file: the bytes a success carries.
     span: Option<ByteSpan>,
+    /// For a Digest Request inside the known file: the blocks whose digests a success carries.
+    digests: Option<BlockRange>,
+    /// The file's block count when the request was sent, if known: a Block List Response
+    /// names no block beyond it.
+    block_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +177,11 @@ enum State {
         remaining: u32,
     },
     FileSize,
+    /// Reading digests, of blocks `next` onwards, `remaining` of them.
+    Digests {
+        next: u16,
+        remaining: u32,
+    },
     /// Reading a reason text up to its NUL.
     Text {
         error: bool,
@@ -168,11 +195,13 @@ pub struct ClientSession<const Q: usize> {
     geometry: Option<Geometry>,
     outstanding: heapless::Deque<Outstanding, Q>,
     state: State,
-    /// The bytes of a count, entry or file size read so far.
-    fixed: heapless::Vec<u8, 6>,
+    /// The bytes of a count, entry, file size or digest read so far.
+    fixed: heapless::Vec<u8, DIGEST_LEN>,
     text: heapless::Vec<u8, MAX_REASON_LEN>,
     /// End of the previous range of the Block List Response being read.
     previous_range_end: Option<u16>,
+    /// The block count the Block List Response being read is checked against.
+    list_block_count: Option<u32>,
 }
 
 impl<const Q: usize> ClientSession<Q> {
@@ -185,6 +214,7 @@ impl<const Q: usize> ClientSession<Q> {
             fixed: heapless::Vec::new(),
             text: heapless::Vec::new(),
             previous_range_end: None,
+            list_block_count: None,
         }
     }
 
@@ -211,15 +241,26 @@ impl<const Q: usize> ClientSession<Q> {
             return Err(ClientError::Closed);
         }
         let len = request.emit(out)?;
-        let span = match request {
-            Request::Block { start, end } => self
-                .geometry
+        let inside_file = |start, end| {
+            self.geometry
                 .zip(BlockRange::new(start, end))
-                .and_then(|(geometry, range)| geometry.span(range)),
-            _ => None,
+                .filter(|(geometry, range)| geometry.contains(*range))
+        };
+        let (span, digests) = match request {
+            Request::Block { start, end } => (
+                inside_file(start, end).and_then(|(geometry, range)| geometry.span(range)),
+                None,
+            ),
+            Request::Digest { start, end } => (None, inside_file(start, end).map(|(_, r)| r)),
+            _ => (None, None),
         };
         self.outstanding
-            .push_back(Outstanding { request, span })
+            .push_back(Outstanding {
+                request,
+                span,
+                digests,
+                block_count: self.geometry.map(|g| g.block_count()),
+            })
             .map_err(|_| ClientError::TooManyOutstanding)?;
         Ok(len)
     }
@@ -295,6 +336,22 @@ impl<const Q: usize> ClientSession<Q> {
                     let completed = if remaining == 0 { self.finish() } else { None };
                     return Ok(self.step(consumed, event, completed));
                 }
+                State::Digests { next, remaining } => {
+                    self.push_fixed(byte);
+                    if let Some(bytes) = self.take_fixed::<DIGEST_LEN>() {
+                        let remaining = remaining.saturating_sub(1);
+                        self.state = State::Digests {
+                            next: next.saturating_add(1),
+                            remaining,
+                        };
+                        let completed = if remaining == 0 { self.finish() } else { None };
+                        let event = ClientEvent::Digest {
+                            block: next,
+                            digest: Digest(bytes),
+                        };
+                        return Ok(self.step(consumed, Some(event), completed));
+                    }
+                }
                 State::FileSize => {
                     self.push_fixed(byte);
                     if let Some(size) = self.take_fixed::<4>().map(u32::from_be_bytes) {
@@ -357,10 +414,18 @@ impl<const Q: usize> ClientSession<Q> {
             (Request::PeerList, MessageType::PeerListResponse) => State::Count(List::Peers),
             (Request::BlockList, MessageType::BlockListResponse) => {
                 self.previous_range_end = None;
+                self.list_block_count = oldest.block_count;
                 State::Count(List::Ranges)
             }
             (Request::FileSize, MessageType::FileSizeResponse) => State::FileSize,
-            (Request::Block { .. }, MessageType::BlockResponseFailure) => {
+            (Request::Digest { .. }, MessageType::DigestResponse) => {
+                let range = oldest.digests.ok_or(ClientError::UnexpectedBlockData)?;
+                State::Digests {
+                    next: range.start(),
+                    remaining: range.len(),
+                }
+            }
+            (Request::Block { .. } | Request::Digest { .. }, MessageType::BlockResponseFailure) => {
                 self.text.clear();
                 State::Text { error: false }
             }
@@ -379,6 +444,11 @@ impl<const Q: usize> ClientSession<Q> {
         let after_previous = self
             .previous_range_end
             .is_none_or(|previous| u32::from(start) > u32::from(previous) + 1);
+        if let Some(block_count) = self.list_block_count
+            && u32::from(end) >= block_count
+        {
+            return Err(ClientError::RangeBeyondFile { end, block_count });
+        }
         match BlockRange::new(start, end) {
             Some(range) if after_previous => {
                 self.previous_range_end = Some(end);
@@ -504,6 +574,64 @@ mod tests {
             );
             assert_eq!(client.outstanding(), 0);
         }
+    }
+
+    #[test]
+    fn digests_are_read_one_event_per_block_split_anywhere() {
+        let mut input = std::vec![0x0a];
+        input.extend((0..64u8).map(|i| i ^ 0x5a));
+        input.extend_from_slice(b"\x06no manifest here: digests are not served\0");
+        for chunk in [1, 3, 31, 33, 200] {
+            let mut client = Client::new(ClientLimits::default());
+            client.set_file_size(2500);
+            sent(&mut client, Request::Digest { start: 1, end: 2 });
+            sent(&mut client, Request::Digest { start: 0, end: 0 });
+            let seen = decode(&mut client, &input, chunk).unwrap();
+            let first = Digest(core::array::from_fn(|i| (i as u8) ^ 0x5a));
+            let second = Digest(core::array::from_fn(|i| (i as u8 + 32) ^ 0x5a));
+            assert_eq!(
+                seen,
+                [
+                    std::format!(
+                        "{:?}",
+                        ClientEvent::Digest {
+                            block: 1,
+                            digest: first
+                        }
+                    ),
+                    std::format!(
+                        "{:?}",
+                        ClientEvent::Digest {
+                            block: 2,
+                            digest: second
+                        }
+                    ),
+                    "done Digest Request 1-2".into(),
+                    "BlockFailure(\"no manifest here: digests are not served\")".into(),
+                    "done Digest Request 0-0".into(),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn digests_need_a_known_file_and_ranges_its_bounds() {
+        let mut client = Client::new(ClientLimits::default());
+        sent(&mut client, Request::Digest { start: 0, end: 0 });
+        assert_eq!(
+            client.receive(&[0x0a]).unwrap_err(),
+            ClientError::UnexpectedBlockData
+        );
+        let mut client = Client::new(ClientLimits::default());
+        client.set_file_size(2500);
+        sent(&mut client, Request::BlockList);
+        assert_eq!(
+            decode(&mut client, &[0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03], 7).unwrap_err(),
+            ClientError::RangeBeyondFile {
+                end: 3,
+                block_count: 3
+            }
+        );
     }
 
     #[test]

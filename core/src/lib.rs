@@ -4,9 +4,10 @@
 //! polls bytes out. Nothing reads a clock or a socket, nothing allocates, and every capacity is
 //! in a type. The same code runs in firmware, in `host-sim` and behind `p2p-fetch`.
 //!
-//! - [`wire`]: the ten messages, their typed representations, parse and emit.
+//! - [`wire`]: the twelve messages, their typed representations, parse and emit.
 //! - [`geometry`]: the block size rule and byte spans of block ranges.
 //! - [`ranges`]: sorted, coalesced sets of inclusive block ranges and their text form.
+//! - [`manifest`]: block and manifest digests, the trust root of a fetching node.
 //! - [`store`]: where served bytes come from.
 //! - [`server`]: the server session, one per connection.
 //! - [`client`]: the client session, one per connection.
@@ -28,6 +29,7 @@ pub mod client;
 #[cfg(feature = "smoltcp")]
 pub mod driver;
 pub mod geometry;
+pub mod manifest;
 pub mod ranges;
 pub mod server;
 pub mod store;
@@ -38,6 +40,7 @@ pub mod wire;
 pub const DEFAULT_PORT: u16 = 8888;
 
 pub use geometry::Geometry;
+pub use manifest::Digest;
 pub use ranges::{BlockRange, BlockRanges};
 pub use store::{BlockStore, SliceStore, StoreError};
 pub use time::{Duration, Instant};

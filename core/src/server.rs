@@ -8,12 +8,13 @@
 //! 4 GiB response needs no more memory than a 1 KiB one.
 
 use crate::geometry::Geometry;
+use crate::manifest::Digest;
 use crate::ranges::BlockRange;
-use crate::store::BlockStore;
+use crate::store::{BlockStore, held};
 use crate::time::{Duration, Instant};
 use crate::wire::{
     MAX_LIST_COUNT, MAX_REASON_LEN, Parsed, PeerAddr, Reason, Request, ResponseHeader, WireError,
-    emit_range_entry,
+    emit_range_entry, field,
 };
 use core::fmt::{self, Write as _};
 
@@ -57,6 +58,8 @@ pub enum Refusal {
     BeyondFile { block_count: u32 },
     /// Some block of the range is not held here.
     NotHeld,
+    /// A Digest Request to a store without a verified manifest.
+    NoManifest,
 }
 
 /// What a session saw, for the caller's log.
@@ -109,9 +112,24 @@ enum Answer {
 #[derive(Debug, Clone, Copy)]
 enum Body {
     Done,
-    Peers { next: u16, count: u16 },
-    Ranges { next: u16, count: u16 },
-    Data { offset: u32, remaining: u32 },
+    Peers {
+        next: u16,
+        count: u16,
+    },
+    /// Held ranges after block `after` (from the first with `None`), `remaining` of them.
+    Ranges {
+        after: Option<u16>,
+        remaining: u16,
+    },
+    Data {
+        offset: u32,
+        remaining: u32,
+    },
+    /// Digests of blocks from `next`, `remaining` of them.
+    Digests {
+        next: u16,
+        remaining: u32,
+    },
 }
 
 /// One connection's server side.
@@ -226,14 +244,29 @@ impl<'a> ServerSession<'a> {
                         self.stage_with(|buf| peer.emit(buf));
                     }
                 }
-                Body::Ranges { next, count } if next < count => {
-                    self.body = Body::Ranges {
-                        next: next + 1,
-                        count,
+                Body::Ranges { after, remaining } if remaining > 0 => {
+                    // The count went out with the header: a range that has gone would put the
+                    // stream out of step, so it ends the connection instead.
+                    let Some(range) = self.config.store.held_after(after) else {
+                        self.failed = Some(CloseReason::StoreFailed);
+                        break;
                     };
-                    if let Some(&range) = self.config.store.held().get(usize::from(next)) {
-                        self.stage_with(|buf| emit_range_entry(range, buf));
-                    }
+                    self.body = Body::Ranges {
+                        after: Some(range.end()),
+                        remaining: remaining - 1,
+                    };
+                    self.stage_with(|buf| emit_range_entry(range, buf));
+                }
+                Body::Digests { next, remaining } if remaining > 0 => {
+                    let Some(digest) = self.config.store.digest(next) else {
+                        self.failed = Some(CloseReason::StoreFailed);
+                        break;
+                    };
+                    self.body = Body::Digests {
+                        next: next.saturating_add(1),
+                        remaining: remaining - 1,
+                    };
+                    self.stage_with(|buf| put_digest(&digest, buf));
                 }
                 Body::Data { offset, remaining } if remaining > 0 => {
                     let len = space.len().min(remaining as usize);
@@ -271,9 +304,16 @@ impl<'a> ServerSession<'a> {
                 || !self.pending.is_empty()
                 || match self.body {
                     Body::Done => false,
-                    Body::Peers { next, count } | Body::Ranges { next, count } => next < count,
-                    Body::Data { remaining, .. } => remaining > 0,
+                    Body::Peers { next, count } => next < count,
+                    Body::Ranges { remaining, .. } => remaining > 0,
+                    Body::Data { remaining, .. } | Body::Digests { remaining, .. } => remaining > 0,
                 })
+    }
+
+    /// Whether a Block List Response is part-way out: its count is sent, so the store's held
+    /// ranges must not change until it is done.
+    pub fn listing(&self) -> bool {
+        matches!(self.body, Body::Ranges { remaining, .. } if remaining > 0)
     }
 
     /// Whether the session has room for more requests.
@@ -316,24 +356,19 @@ impl<'a> ServerSession<'a> {
     }
 
     fn judge(&self, request: Request) -> Answer {
-        let Request::Block { start, end } = request else {
-            return Answer::Success(request);
+        let (start, end, digests) = match request {
+            Request::Block { start, end } => (start, end, false),
+            Request::Digest { start, end } => (start, end, true),
+            _ => return Answer::Success(request),
         };
+        let store = self.config.store;
         let refusal = match BlockRange::new(start, end) {
             None => Refusal::Reversed,
             Some(range) if !self.geometry.contains(range) => Refusal::BeyondFile {
                 block_count: self.geometry.block_count(),
             },
-            Some(range)
-                if !self
-                    .config
-                    .store
-                    .held()
-                    .iter()
-                    .any(|held| held.covers(range)) =>
-            {
-                Refusal::NotHeld
-            }
+            Some(_) if digests && store.digest(start).is_none() => Refusal::NoManifest,
+            Some(range) if !digests && !store.holds(range) => Refusal::NotHeld,
             Some(_) => return Answer::Success(request),
         };
         Answer::Failure {
@@ -352,9 +387,20 @@ impl<'a> ServerSession<'a> {
                 self.body = Body::Peers { next: 0, count };
             }
             Answer::Success(Request::BlockList) => {
-                let count = list_count(self.config.store.held().len());
+                let count = list_count(held(self.config.store).count());
                 self.stage_with(|buf| ResponseHeader::BlockList { count }.emit(buf));
-                self.body = Body::Ranges { next: 0, count };
+                self.body = Body::Ranges {
+                    after: None,
+                    remaining: count,
+                };
+            }
+            Answer::Success(Request::Digest { start, end }) => {
+                self.stage_with(|buf| ResponseHeader::DigestSuccess.emit(buf));
+                self.body = Body::Digests {
+                    next: start,
+                    // judge() accepted only start <= end.
+                    remaining: u32::from(end.saturating_sub(start)) + 1,
+                };
             }
             Answer::Success(Request::FileSize) => {
                 let size = self.geometry.file_size();
@@ -414,6 +460,13 @@ impl<'a> ServerSession<'a> {
     }
 }
 
+fn put_digest(digest: &Digest, out: &mut [u8]) -> Result<usize, WireError> {
+    out.get_mut(field::DIGEST)
+        .ok_or(WireError::BufferTooSmall)?
+        .copy_from_slice(digest.as_bytes());
+    Ok(field::DIGEST.len())
+}
+
 fn list_count(len: usize) -> u16 {
     u16::try_from(len).unwrap_or(u16::MAX).min(MAX_LIST_COUNT)
 }
@@ -428,6 +481,7 @@ fn write_refusal(out: &mut impl fmt::Write, start: u16, end: u16, refusal: Refus
             block_count - 1
         ),
         Refusal::NotHeld => write!(out, "blocks {start}-{end} are not all held here"),
+        Refusal::NoManifest => out.write_str("no manifest here: digests are not served"),
     }
 }
 
@@ -437,6 +491,7 @@ impl fmt::Display for Refusal {
             Self::Reversed => "start after end",
             Self::BeyondFile { .. } => "beyond the file",
             Self::NotHeld => "not held",
+            Self::NoManifest => "no manifest",
         })
     }
 }
@@ -506,6 +561,47 @@ mod tests {
             answer(&store, &[0x04, 0x00, 0x01, 0x00, 0x02]),
             b"\x06blocks 1-2 are not all held here\0"
         );
+    }
+
+    #[test]
+    fn digests_are_served_as_in_protocol_md() {
+        use crate::manifest::Digest;
+        let data = file();
+        let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+        let store = SliceStore::<1>::new(&data)
+            .unwrap()
+            .with_digests(&digests)
+            .unwrap();
+        let mut expected = std::vec![0x0a];
+        expected.extend_from_slice(&digests[1].0);
+        expected.extend_from_slice(&digests[2].0);
+        assert_eq!(answer(&store, &[0x09, 0x00, 0x01, 0x00, 0x02]), expected);
+        assert_eq!(&expected[1..5], &[0x50, 0xdf, 0x58, 0xae]);
+        assert_eq!(
+            answer(&store, &[0x09, 0x00, 0x01, 0x00, 0x03]),
+            b"\x06block 3 is beyond the last block 2\0"
+        );
+        let plain = SliceStore::<1>::new(&data).unwrap();
+        assert_eq!(
+            answer(&plain, &[0x09, 0x00, 0x00, 0x00, 0x00]),
+            b"\x06no manifest here: digests are not served\0"
+        );
+    }
+
+    #[test]
+    fn listing_lasts_until_the_last_range_is_staged() {
+        let data = file();
+        let held: BlockRanges<4> = "0,2".parse().unwrap();
+        let store = SliceStore::with_held(&data, held).unwrap();
+        let mut session = ServerSession::new(ServerConfig::new(&store, &[]), t(0));
+        session.receive(&[0x02], t(0), &mut |_| {});
+        assert!(!session.listing(), "nothing is sent yet");
+        let mut out = [0u8; 4];
+        assert_eq!(session.transmit(&mut out, t(0)), 4);
+        assert!(session.listing());
+        let mut out = [0u8; 16];
+        assert_eq!(session.transmit(&mut out, t(0)), 7);
+        assert!(!session.listing());
     }
 
     #[test]
@@ -651,9 +747,8 @@ mod tests {
             fn file_size(&self) -> u32 {
                 4096
             }
-            fn held(&self) -> &[BlockRange] {
-                const HELD: [BlockRange; 1] = [BlockRange::single(0)];
-                &HELD
+            fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
+                after.is_none().then_some(BlockRange::single(0))
             }
             fn read_at(&self, _: u32, _: &mut [u8]) -> Result<(), crate::store::StoreError> {
                 Err(crate::store::StoreError)
@@ -677,6 +772,7 @@ mod tests {
             (65535, 65535, Refusal::BeyondFile { block_count: 65536 }),
             (65535, 65535, Refusal::BeyondFile { block_count: 0 }),
             (0, 65535, Refusal::NotHeld),
+            (0, 65535, Refusal::NoManifest),
         ];
         for (start, end, refusal) in refusals {
             let mut text = heapless::String::<96>::new();

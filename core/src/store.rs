@@ -1,6 +1,7 @@
 //! Where served bytes come from: flash, memory or a file on disk.
 
 use crate::geometry::Geometry;
+use crate::manifest::{Digest, ManifestHasher};
 use crate::ranges::{BlockRange, BlockRanges, CapacityError};
 use core::fmt;
 
@@ -21,12 +22,36 @@ pub trait BlockStore {
     /// Size of the whole file in bytes, even where only some blocks are held.
     fn file_size(&self) -> u32;
 
-    /// The blocks held, sorted and coalesced, all within the file's block count.
-    fn held(&self) -> &[BlockRange];
+    /// The first held range that starts after block `after` (the first of all for `None`).
+    /// Held ranges are sorted, coalesced and within the file's block count, and only verified
+    /// blocks are held. A store that gains blocks while serving keeps this stable while any
+    /// Block List Response is being sent (see [`crate::driver::Server::listing`]).
+    fn held_after(&self, after: Option<u16>) -> Option<BlockRange>;
+
+    /// Whether every block of `range` is held.
+    fn holds(&self, range: BlockRange) -> bool {
+        held(self).any(|held| held.covers(range))
+    }
 
     /// Fills `buf` with the file's bytes from `offset`. Only called for bytes of held blocks,
     /// and never past the end of the file.
     fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError>;
+
+    /// The manifest's digest of `block`, for Digest Responses: `None` for a store without a
+    /// verified manifest, or for a block beyond the file.
+    fn digest(&self, _block: u16) -> Option<Digest> {
+        None
+    }
+}
+
+/// The held ranges of `store`, in order.
+pub fn held<S: BlockStore + ?Sized>(store: &S) -> impl Iterator<Item = BlockRange> + '_ {
+    let mut after = None;
+    core::iter::from_fn(move || {
+        let range = store.held_after(after)?;
+        after = Some(range.end());
+        Some(range)
+    })
 }
 
 /// Why a store could not be made from its parts.
@@ -39,6 +64,8 @@ pub enum StoreSetupError {
     RangeBeyondFile { range: BlockRange, block_count: u32 },
     /// More separate ranges than the store can hold.
     TooManyRanges,
+    /// Not one digest for every block.
+    DigestCount { digests: usize, block_count: u32 },
 }
 
 impl fmt::Display for StoreSetupError {
@@ -51,6 +78,10 @@ impl fmt::Display for StoreSetupError {
                 block_count.saturating_sub(1)
             ),
             Self::TooManyRanges => f.write_str("too many separate block ranges"),
+            Self::DigestCount {
+                digests,
+                block_count,
+            } => write!(f, "{digests} digests for a file of {block_count} blocks"),
         }
     }
 }
@@ -73,12 +104,32 @@ pub fn check_held(file_size: u32, held: &[BlockRange]) -> Result<(), StoreSetupE
     }
 }
 
-/// A file held in memory or flash, with up to `N` separate held ranges.
+/// The digest of `store`'s manifest, `None` unless it has the digest of every block.
+pub fn manifest_digest_of<S: BlockStore + ?Sized>(store: &S) -> Option<Digest> {
+    let file_size = store.file_size();
+    let mut hasher = ManifestHasher::new(file_size);
+    for block in 0..Geometry::new(file_size).block_count() {
+        hasher.push(&store.digest(u16::try_from(block).ok()?)?);
+    }
+    Some(hasher.finish())
+}
+
+/// The first range of `ranges` that starts after block `after`.
+pub fn range_after(ranges: &[BlockRange], after: Option<u16>) -> Option<BlockRange> {
+    ranges
+        .iter()
+        .find(|range| after.is_none_or(|after| range.start() > after))
+        .copied()
+}
+
+/// A file held in memory or flash, with up to `N` separate held ranges, and optionally the
+/// digests of its manifest.
 #[derive(Debug, Clone)]
 pub struct SliceStore<'a, const N: usize = 8> {
     data: &'a [u8],
     file_size: u32,
     held: BlockRanges<N>,
+    digests: &'a [Digest],
 }
 
 impl<'a, const N: usize> SliceStore<'a, N> {
@@ -90,7 +141,21 @@ impl<'a, const N: usize> SliceStore<'a, N> {
             data,
             file_size,
             held,
+            digests: &[],
         })
+    }
+
+    /// Also answers Digest Requests, with `digests`, one per block of the file.
+    pub fn with_digests(mut self, digests: &'a [Digest]) -> Result<Self, StoreSetupError> {
+        let block_count = Geometry::new(self.file_size).block_count();
+        if digests.len() != block_count as usize {
+            return Err(StoreSetupError::DigestCount {
+                digests: digests.len(),
+                block_count,
+            });
+        }
+        self.digests = digests;
+        Ok(self)
     }
 
     /// Serves only the blocks in `held`, which must lie inside the file.
@@ -107,8 +172,8 @@ impl<const N: usize> BlockStore for SliceStore<'_, N> {
         self.file_size
     }
 
-    fn held(&self) -> &[BlockRange] {
-        self.held.as_slice()
+    fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
+        range_after(self.held.as_slice(), after)
     }
 
     fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError> {
@@ -116,6 +181,10 @@ impl<const N: usize> BlockStore for SliceStore<'_, N> {
         let end = start.checked_add(buf.len()).ok_or(StoreError)?;
         buf.copy_from_slice(self.data.get(start..end).ok_or(StoreError)?);
         Ok(())
+    }
+
+    fn digest(&self, block: u16) -> Option<Digest> {
+        self.digests.get(usize::from(block)).copied()
     }
 }
 
@@ -128,17 +197,18 @@ mod tests {
         let data = [7u8; 3000];
         let store = SliceStore::<4>::new(&data).unwrap();
         assert_eq!(store.file_size(), 3000);
-        assert_eq!(store.held(), &[BlockRange::new(0, 2).unwrap()]);
+        assert!(held(&store).eq([BlockRange::new(0, 2).unwrap()]));
+        assert!(store.holds(BlockRange::new(1, 2).unwrap()));
+        assert_eq!(store.digest(0), None);
         let mut buf = [0u8; 10];
         store.read_at(2990, &mut buf).unwrap();
         assert_eq!(buf, [7; 10]);
         assert_eq!(store.read_at(2991, &mut buf), Err(StoreError));
 
         let part: BlockRanges<4> = "1-2".parse().unwrap();
-        assert_eq!(
-            SliceStore::with_held(&data, part).unwrap().held(),
-            &[BlockRange::new(1, 2).unwrap()]
-        );
+        let part = SliceStore::with_held(&data, part).unwrap();
+        assert!(held(&part).eq([BlockRange::new(1, 2).unwrap()]));
+        assert!(!part.holds(BlockRange::new(0, 1).unwrap()));
         let beyond: BlockRanges<4> = "2-3".parse().unwrap();
         assert_eq!(
             SliceStore::with_held(&data, beyond).unwrap_err(),
@@ -152,6 +222,40 @@ mod tests {
     #[test]
     fn empty_file_holds_no_blocks() {
         let store = SliceStore::<1>::new(&[]).unwrap();
-        assert!(store.held().is_empty());
+        assert_eq!(held(&store).count(), 0);
+    }
+
+    #[test]
+    fn digests_come_one_per_block() {
+        let data = [7u8; 3000];
+        let digests = [Digest::of(&data[..1024]); 3];
+        let store = SliceStore::<4>::new(&data).unwrap();
+        assert_eq!(
+            store.clone().with_digests(&digests[..2]).unwrap_err(),
+            StoreSetupError::DigestCount {
+                digests: 2,
+                block_count: 3
+            }
+        );
+        assert_eq!(manifest_digest_of(&store), None);
+        let store = store.with_digests(&digests).unwrap();
+        assert_eq!(store.digest(2), Some(digests[2]));
+        assert_eq!(
+            manifest_digest_of(&store),
+            Some(crate::manifest::manifest_digest(3000, &digests))
+        );
+        assert_eq!(store.digest(3), None);
+    }
+
+    #[test]
+    fn held_walks_every_range_up_to_the_last_block() {
+        let ranges = [
+            BlockRange::new(0, 3).unwrap(),
+            BlockRange::new(9, 9).unwrap(),
+            BlockRange::new(100, 65535).unwrap(),
+        ];
+        assert_eq!(range_after(&ranges, None), Some(ranges[0]));
+        assert_eq!(range_after(&ranges, Some(3)), Some(ranges[1]));
+        assert_eq!(range_after(&ranges, Some(65535)), None);
     }
 }

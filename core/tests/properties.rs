@@ -3,8 +3,9 @@
 
 use p2p_core::client::{ClientEvent, ClientLimits, ClientSession};
 use p2p_core::server::{CloseReason, ServerConfig, ServerSession};
+use p2p_core::store::held;
 use p2p_core::wire::{Parsed, PeerAddr, Request};
-use p2p_core::{BlockRanges, BlockStore, Geometry, Instant, SliceStore};
+use p2p_core::{BlockRanges, BlockStore, Digest, Geometry, Instant, SliceStore};
 use proptest::prelude::*;
 
 const NOW: Instant = Instant::from_millis(0);
@@ -15,6 +16,7 @@ fn request_strategy() -> impl Strategy<Value = Request> {
         Just(Request::BlockList),
         Just(Request::FileSize),
         (0u16..8, 0u16..8).prop_map(|(start, end)| Request::Block { start, end }),
+        (0u16..8, 0u16..8).prop_map(|(start, end)| Request::Digest { start, end }),
     ]
 }
 
@@ -25,19 +27,27 @@ fn expected_answer(store: &dyn BlockStore, peers: &[PeerAddr], request: Request)
         Request::PeerList => std::iter::once(format!("peers {}", peers.len()))
             .chain(peers.iter().map(|p| format!("peer {p}")))
             .collect(),
-        Request::BlockList => std::iter::once(format!("ranges {}", store.held().len()))
-            .chain(store.held().iter().map(|r| format!("range {r}")))
+        Request::BlockList => std::iter::once(format!("ranges {}", held(store).count()))
+            .chain(held(store).map(|r| format!("range {r}")))
             .collect(),
         Request::FileSize => vec![format!("size {}", store.file_size())],
         Request::Block { start, end } => {
             let range = p2p_core::BlockRange::new(start, end);
-            let held = range.is_some_and(|r| store.held().iter().any(|h| h.covers(r)));
+            let held = range.is_some_and(|r| store.holds(r));
             match range.and_then(|r| geometry.span(r)).filter(|_| held) {
                 Some(span) => {
                     let mut data = vec![0u8; span.len as usize];
                     store.read_at(span.offset, &mut data).unwrap();
                     vec![format!("data {} {:?}", span.offset, data)]
                 }
+                None => vec!["failure".to_string()],
+            }
+        }
+        Request::Digest { start, end } => {
+            match p2p_core::BlockRange::new(start, end).filter(|r| geometry.contains(*r)) {
+                Some(range) => (range.start()..=range.end())
+                    .map(|block| format!("digest {block} {}", store.digest(block).unwrap()))
+                    .collect(),
                 None => vec!["failure".to_string()],
             }
         }
@@ -70,7 +80,8 @@ proptest! {
                 clipped.insert(p2p_core::BlockRange::new(range.start(), end).unwrap()).unwrap();
             }
         }
-        let store = SliceStore::with_held(&data, clipped).unwrap();
+        let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+        let store = SliceStore::with_held(&data, clipped).unwrap().with_digests(&digests).unwrap();
         let peers: Vec<PeerAddr> = (0..peer_count).map(|i| PeerAddr::new([10, 0, 0, i as u8], 8888)).collect();
         let mut server = ServerSession::new(ServerConfig::new(&store, &peers), NOW);
         let mut client = ClientSession::<16>::new(ClientLimits::default());
@@ -113,6 +124,9 @@ proptest! {
                     Some(ClientEvent::RangeCount(n)) => seen.push(format!("ranges {n}")),
                     Some(ClientEvent::Range(r)) => seen.push(format!("range {r}")),
                     Some(ClientEvent::FileSize(n)) => seen.push(format!("size {n}")),
+                    Some(ClientEvent::Digest { block, digest }) => {
+                        seen.push(format!("digest {block} {digest}"))
+                    }
                     Some(ClientEvent::BlockFailure(_)) => seen.push("failure".to_string()),
                     Some(ClientEvent::Error(e)) => prop_assert!(false, "error {}", e),
                     None => {}

@@ -2,9 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use p2p_core::client::{ClientEvent, ClientLimits, ClientSession};
+use p2p_core::manifest::manifest_digest;
 use p2p_core::server::{ServerConfig, ServerSession};
 use p2p_core::wire::{Parsed, PeerAddr, Request};
-use p2p_core::{BlockRanges, Instant, SliceStore};
+use p2p_core::{BlockRanges, Digest, Instant, SliceStore};
 
 /// The example table of section 5: (message name, bytes) for every row whose bytes are pure hex
 /// or hex, quoted text and hex.
@@ -49,9 +50,9 @@ fn file() -> Vec<u8> {
 fn every_request_example_parses_and_emits_back() {
     let requests: Vec<_> = examples()
         .into_iter()
-        .filter(|(name, _)| name.contains("Request"))
+        .filter(|(name, _)| name.contains("Request") && !name.contains("Response"))
         .collect();
-    assert_eq!(requests.len(), 7, "{requests:?}");
+    assert_eq!(requests.len(), 9, "{requests:?}");
     for (name, bytes) in requests {
         let Ok(Parsed::Complete { value, len }) = Request::parse(&bytes) else {
             panic!("{name}: {bytes:02x?} does not parse");
@@ -105,6 +106,48 @@ fn our_server_sends_exactly_the_response_examples() {
     let mut block_1 = vec![0x05];
     block_1.extend_from_slice(&data[1024..2048]);
     assert_eq!(answer(&example("Block Request 1-1")), block_1);
+
+    let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+    let store = SliceStore::<1>::new(&data)
+        .unwrap()
+        .with_digests(&digests)
+        .unwrap();
+    let now = Instant::from_millis(0);
+    let answer = |request: &[u8]| {
+        let mut session = ServerSession::new(ServerConfig::new(&store, &[]), now);
+        session.receive(request, now, &mut |_| {});
+        let mut out = vec![0u8; 4096];
+        let len = session.transmit(&mut out, now);
+        out.truncate(len);
+        out
+    };
+    assert_eq!(
+        answer(&[0x09, 0x00, 0x01, 0x00, 0x01]),
+        example("Digest Response to 1-1")
+    );
+    assert_eq!(
+        answer(&example("Digest Request 1-3")),
+        example("Block Response Failure to Digest Request 1-3")
+    );
+}
+
+#[test]
+fn the_manifest_example_is_the_example_file_s_and_hashes_to_its_digest() {
+    let table = examples();
+    let example = |name: &str| &table.iter().find(|(n, _)| n.starts_with(name)).unwrap().1;
+    let data = file();
+    let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+    let mut manifest = 2500u32.to_be_bytes().to_vec();
+    digests
+        .iter()
+        .for_each(|d| manifest.extend_from_slice(d.as_bytes()));
+    assert_eq!(example("Manifest of the example file"), &manifest);
+    let digest = manifest_digest(2500, &digests);
+    assert_eq!(
+        example("Manifest digest of the example file"),
+        digest.as_bytes()
+    );
+    assert_eq!(Digest::of(&manifest), digest);
 }
 
 #[test]
@@ -119,11 +162,19 @@ fn every_response_example_decodes_whole() {
         ),
         ("File Size Response", Request::FileSize),
         ("Error", Request::FileSize),
+        (
+            "Digest Response to 1-1",
+            Request::Digest { start: 1, end: 1 },
+        ),
     ];
     let table = examples();
     for (name, request) in pairs {
         let bytes = &table.iter().find(|(n, _)| n.starts_with(name)).unwrap().1;
         let mut client = ClientSession::<1>::new(ClientLimits::default());
+        if let Request::Digest { .. } = request {
+            // Digest data, like block data, is as long as the request within the file.
+            client.set_file_size(2500);
+        }
         client.send(request, &mut [0u8; 8]).unwrap();
         let mut offset = 0;
         let mut finished = false;

@@ -41,6 +41,9 @@ pub struct Args {
     /// File to serve (default: the built-in 300000-byte sample).
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// Print the manifest digest of the file (64 hex digits: what `--manifest` takes) and exit.
+    #[arg(long)]
+    pub print_manifest: bool,
     /// Serve only these blocks, e.g. 0-99,200-299 (default: all).
     #[arg(long, value_parser = parse_blocks)]
     pub blocks: Option<HeldRanges>,

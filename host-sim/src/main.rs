@@ -35,8 +35,16 @@ fn main() -> ExitCode {
 
 fn run(args: &cli::Args) -> Result<(), String> {
     let store = store::HostStore::open(args.file.as_deref(), args.blocks.clone())?;
+    if args.print_manifest {
+        let digest = p2p_core::store::manifest_digest_of(&store)
+            .ok_or("the file's block digests are incomplete")?;
+        println!("{digest}");
+        return Ok(());
+    }
     let geometry = Geometry::new(store.file_size());
-    let held: Vec<String> = store.held().iter().map(ToString::to_string).collect();
+    let held: Vec<String> = p2p_core::store::held(&store)
+        .map(|range| range.to_string())
+        .collect();
     log::info!(
         "serving {} ({} bytes, {} blocks of {} bytes), holding blocks {}; {} peers",
         args.file

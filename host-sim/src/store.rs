@@ -1,7 +1,7 @@
 //! What host-sim serves: the built-in sample from memory or a file read at offsets.
 
-use p2p_core::{BlockRange, BlockStore, SliceStore, StoreError};
-use p2p_serve::{FileStore, HeldRanges, MAX_HELD_RANGES, SAMPLE_FILE};
+use p2p_core::{BlockRange, BlockStore, Digest, SliceStore, StoreError};
+use p2p_serve::{FileStore, HeldRanges, MAX_HELD_RANGES, SAMPLE_FILE, block_digests};
 use std::path::Path;
 
 pub enum HostStore {
@@ -15,12 +15,17 @@ impl HostStore {
             Some(path) => FileStore::open(path, held)
                 .map(Self::File)
                 .map_err(|error| error.to_string()),
-            None => match held {
-                Some(held) => SliceStore::with_held(SAMPLE_FILE, held),
-                None => SliceStore::new(SAMPLE_FILE),
+            None => {
+                // Lives as long as the process, like the sample itself.
+                let digests: &'static [Digest] = block_digests(SAMPLE_FILE).leak();
+                match held {
+                    Some(held) => SliceStore::with_held(SAMPLE_FILE, held),
+                    None => SliceStore::new(SAMPLE_FILE),
+                }
+                .and_then(|store| store.with_digests(digests))
+                .map(Self::Sample)
+                .map_err(|error| format!("the built-in sample: {error}"))
             }
-            .map(Self::Sample)
-            .map_err(|error| format!("the built-in sample: {error}")),
         }
     }
 
@@ -37,11 +42,15 @@ impl BlockStore for HostStore {
         self.inner().file_size()
     }
 
-    fn held(&self) -> &[BlockRange] {
-        self.inner().held()
+    fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
+        self.inner().held_after(after)
     }
 
     fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError> {
         self.inner().read_at(offset, buf)
+    }
+
+    fn digest(&self, block: u16) -> Option<Digest> {
+        self.inner().digest(block)
     }
 }

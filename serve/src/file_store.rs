@@ -1,7 +1,7 @@
 //! A served file on disk, read at offsets.
 
-use p2p_core::store::{StoreSetupError, check_held};
-use p2p_core::{BlockRange, BlockRanges, BlockStore, Geometry, StoreError};
+use p2p_core::store::{StoreSetupError, check_held, range_after};
+use p2p_core::{BlockRange, BlockRanges, BlockStore, Digest, Geometry, StoreError};
 use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -13,12 +13,14 @@ pub const MAX_HELD_RANGES: usize = 256;
 /// The held blocks of a std server.
 pub type HeldRanges = BlockRanges<MAX_HELD_RANGES>;
 
-/// A file served from disk; only its size and held ranges are kept in memory.
+/// A file served from disk; its size, held ranges and manifest (32 bytes a block) are kept in
+/// memory.
 #[derive(Debug)]
 pub struct FileStore {
     file: File,
     size: u32,
     held: HeldRanges,
+    digests: Vec<Digest>,
 }
 
 /// Why a file cannot be served.
@@ -72,8 +74,38 @@ impl FileStore {
             None => HeldRanges::all(Geometry::new(size).block_count())
                 .map_err(|e| OpenError::Held(e.into()))?,
         };
-        Ok(Self { file, size, held })
+        let digests = block_digests_of(&file, size).map_err(io)?;
+        Ok(Self {
+            file,
+            size,
+            held,
+            digests,
+        })
     }
+}
+
+/// The SHA-256 of every block of the `size`-byte `file`, read once from start to end.
+fn block_digests_of(file: &File, size: u32) -> std::io::Result<Vec<Digest>> {
+    let geometry = Geometry::new(size);
+    let mut block = vec![0u8; geometry.block_size() as usize];
+    (0..geometry.block_count())
+        .map(|index| {
+            let span = geometry
+                .span(BlockRange::single(index as u16))
+                .ok_or_else(|| std::io::Error::other("block beyond the file"))?;
+            let bytes = &mut block[..span.len as usize];
+            file.read_exact_at(bytes, u64::from(span.offset))?;
+            Ok(Digest::of(bytes))
+        })
+        .collect()
+}
+
+/// The SHA-256 of every block of `data`, a whole file in memory.
+pub fn block_digests(data: &[u8]) -> Vec<Digest> {
+    let geometry = Geometry::new(u32::try_from(data.len()).unwrap_or(u32::MAX));
+    data.chunks(geometry.block_size() as usize)
+        .map(Digest::of)
+        .collect()
 }
 
 impl BlockStore for FileStore {
@@ -81,8 +113,8 @@ impl BlockStore for FileStore {
         self.size
     }
 
-    fn held(&self) -> &[BlockRange] {
-        self.held.as_slice()
+    fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
+        range_after(self.held.as_slice(), after)
     }
 
     fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError> {
@@ -92,5 +124,9 @@ impl BlockStore for FileStore {
                 log::error!("reading {} bytes at {offset}: {error}", buf.len());
                 StoreError
             })
+    }
+
+    fn digest(&self, block: u16) -> Option<Digest> {
+        self.digests.get(usize::from(block)).copied()
     }
 }

@@ -5,7 +5,7 @@
 mod file_store;
 pub mod tcp;
 
-pub use file_store::{FileStore, HeldRanges, MAX_HELD_RANGES, OpenError};
+pub use file_store::{FileStore, HeldRanges, MAX_HELD_RANGES, OpenError, block_digests};
 
 /// The file every server serves when given none: 300000 bytes of numbered text lines, so a
 /// corrupted or misplaced block shows at a glance. Its last block is short (300000 is not a

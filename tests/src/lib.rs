@@ -122,6 +122,8 @@ pub enum Answer {
     Ranges(Vec<BlockRange>),
     Data(Vec<u8>),
     Size(u32),
+    /// A Digest Response: the digests as sent.
+    Digests(Vec<p2p_core::Digest>),
     Failure(String),
     /// The server sent Error and closes.
     Error(String),
@@ -220,6 +222,10 @@ impl Conn {
                         _ => current = Some(Answer::Data(data.to_vec())),
                     },
                     Some(ClientEvent::FileSize(size)) => current = Some(Answer::Size(size)),
+                    Some(ClientEvent::Digest { digest, .. }) => match current.as_mut() {
+                        Some(Answer::Digests(digests)) => digests.push(digest),
+                        _ => current = Some(Answer::Digests(vec![digest])),
+                    },
                     Some(ClientEvent::BlockFailure(reason)) => {
                         current = Some(Answer::Failure(reason.into()))
                     }

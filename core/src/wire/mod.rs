@@ -34,6 +34,8 @@ pub enum MessageType {
     BlockResponseFailure = 0x06,
     FileSizeRequest = 0x07,
     FileSizeResponse = 0x08,
+    DigestRequest = 0x09,
+    DigestResponse = 0x0A,
     Error = 0x7F,
 }
 
@@ -49,6 +51,8 @@ impl MessageType {
             0x06 => Self::BlockResponseFailure,
             0x07 => Self::FileSizeRequest,
             0x08 => Self::FileSizeResponse,
+            0x09 => Self::DigestRequest,
+            0x0A => Self::DigestResponse,
             0x7F => Self::Error,
             _ => return None,
         })
@@ -61,6 +65,7 @@ impl MessageType {
                 | Self::BlockListRequest
                 | Self::BlockRequest
                 | Self::FileSizeRequest
+                | Self::DigestRequest
         )
     }
 
@@ -75,6 +80,8 @@ impl MessageType {
             Self::BlockResponseFailure => "Block Response Failure",
             Self::FileSizeRequest => "File Size Request",
             Self::FileSizeResponse => "File Size Response",
+            Self::DigestRequest => "Digest Request",
+            Self::DigestResponse => "Digest Response",
             Self::Error => "Error",
         }
     }
@@ -86,9 +93,9 @@ pub mod field {
 
     /// Every message: the type byte.
     pub const TYPE: usize = 0;
-    /// Block Request: first block number.
+    /// Block Request and Digest Request: first block number.
     pub const BLOCK_START: Range<usize> = 1..3;
-    /// Block Request: last block number (inclusive).
+    /// Block Request and Digest Request: last block number (inclusive).
     pub const BLOCK_END: Range<usize> = 3..5;
     /// Peer List and Block List Responses: the entry count.
     pub const LIST_COUNT: Range<usize> = 1..3;
@@ -96,6 +103,8 @@ pub mod field {
     pub const FILE_SIZE: Range<usize> = 1..5;
     /// Block Response Failure and Error: the reason text, then a NUL.
     pub const REASON: usize = 1;
+    /// Digest Response: one block's SHA-256, repeated for every block asked for.
+    pub const DIGEST: Range<usize> = 0..32;
 }
 
 /// The outcome of parsing the front of an input that may hold only part of a message.

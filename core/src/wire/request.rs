@@ -12,8 +12,16 @@ use core::fmt;
 pub enum Request {
     PeerList,
     BlockList,
-    Block { start: u16, end: u16 },
+    Block {
+        start: u16,
+        end: u16,
+    },
     FileSize,
+    /// The manifest's digests of blocks `start..=end`; kept as sent, like a Block Request.
+    Digest {
+        start: u16,
+        end: u16,
+    },
 }
 
 impl Request {
@@ -26,6 +34,7 @@ impl Request {
             Self::BlockList => MessageType::BlockListRequest,
             Self::Block { .. } => MessageType::BlockRequest,
             Self::FileSize => MessageType::FileSizeRequest,
+            Self::Digest { .. } => MessageType::DigestRequest,
         }
     }
 
@@ -36,6 +45,7 @@ impl Request {
             Self::BlockList => MessageType::BlockListResponse,
             Self::Block { .. } => MessageType::BlockResponseSuccess,
             Self::FileSize => MessageType::FileSizeResponse,
+            Self::Digest { .. } => MessageType::DigestResponse,
         }
     }
 
@@ -52,12 +62,15 @@ impl Request {
             MessageType::PeerListRequest => Self::PeerList,
             MessageType::BlockListRequest => Self::BlockList,
             MessageType::FileSizeRequest => Self::FileSize,
-            MessageType::BlockRequest => {
+            MessageType::BlockRequest | MessageType::DigestRequest => {
                 match (
                     read_u16(input, field::BLOCK_START),
                     read_u16(input, field::BLOCK_END),
                 ) {
-                    (Some(start), Some(end)) => Self::Block { start, end },
+                    (Some(start), Some(end)) if kind == MessageType::BlockRequest => {
+                        Self::Block { start, end }
+                    }
+                    (Some(start), Some(end)) => Self::Digest { start, end },
                     _ => return Ok(Parsed::Incomplete),
                 }
             }
@@ -71,7 +84,7 @@ impl Request {
 
     pub const fn buffer_len(&self) -> usize {
         match self {
-            Self::Block { .. } => field::BLOCK_END.end,
+            Self::Block { .. } | Self::Digest { .. } => field::BLOCK_END.end,
             _ => 1,
         }
     }
@@ -79,7 +92,7 @@ impl Request {
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
         let type_byte = self.message_type() as u8;
         match *self {
-            Self::Block { start, end } => {
+            Self::Block { start, end } | Self::Digest { start, end } => {
                 let [s0, s1] = start.to_be_bytes();
                 let [e0, e1] = end.to_be_bytes();
                 put(out, &[type_byte, s0, s1, e0, e1])
@@ -93,6 +106,7 @@ impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Block { start, end } => write!(f, "Block Request {start}-{end}"),
+            Self::Digest { start, end } => write!(f, "Digest Request {start}-{end}"),
             other => f.write_str(other.message_type().name()),
         }
     }
@@ -103,7 +117,7 @@ mod tests {
     use super::*;
 
     /// The examples of PROTOCOL.md, byte for byte.
-    const EXAMPLES: [(&[u8], Request); 5] = [
+    const EXAMPLES: [(&[u8], Request); 6] = [
         (&[0x00], Request::PeerList),
         (&[0x02], Request::BlockList),
         (
@@ -118,6 +132,10 @@ mod tests {
             },
         ),
         (&[0x07], Request::FileSize),
+        (
+            &[0x09, 0x00, 0x00, 0x00, 0x02],
+            Request::Digest { start: 0, end: 2 },
+        ),
     ];
 
     #[test]
@@ -163,7 +181,7 @@ mod tests {
             Request::parse(&[0xff, 1, 2]),
             Err(WireError::UnknownType(0xff))
         );
-        for response in [0x01, 0x03, 0x05, 0x06, 0x08, 0x7f] {
+        for response in [0x01, 0x03, 0x05, 0x06, 0x08, 0x0a, 0x7f] {
             let kind = MessageType::from_byte(response).unwrap();
             assert_eq!(
                 Request::parse(&[response]),

@@ -23,6 +23,8 @@ pub enum ResponseHeader<'a> {
     BlockSuccess,
     BlockFailure(Reason<'a>),
     FileSize(u32),
+    /// Followed by 32 bytes for each block asked for: the manifest's digests, in order.
+    DigestSuccess,
     Error(Reason<'a>),
 }
 
@@ -34,6 +36,7 @@ impl ResponseHeader<'_> {
             Self::BlockSuccess => MessageType::BlockResponseSuccess,
             Self::BlockFailure(_) => MessageType::BlockResponseFailure,
             Self::FileSize(_) => MessageType::FileSizeResponse,
+            Self::DigestSuccess => MessageType::DigestResponse,
             Self::Error(_) => MessageType::Error,
         }
     }
@@ -41,7 +44,7 @@ impl ResponseHeader<'_> {
     pub const fn buffer_len(&self) -> usize {
         match self {
             Self::PeerList { .. } | Self::BlockList { .. } => field::LIST_COUNT.end,
-            Self::BlockSuccess => 1,
+            Self::BlockSuccess | Self::DigestSuccess => 1,
             Self::BlockFailure(reason) | Self::Error(reason) => field::REASON + reason.wire_len(),
             Self::FileSize(_) => field::FILE_SIZE.end,
         }
@@ -57,7 +60,7 @@ impl ResponseHeader<'_> {
                 let [hi, lo] = count.to_be_bytes();
                 put(out, &[type_byte, hi, lo])
             }
-            Self::BlockSuccess => put(out, &[type_byte]),
+            Self::BlockSuccess | Self::DigestSuccess => put(out, &[type_byte]),
             Self::BlockFailure(reason) | Self::Error(reason) => {
                 put(out, &[type_byte])?;
                 let rest = out
@@ -107,6 +110,8 @@ mod tests {
         assert_eq!(&out[..len], &[0x03, 0x00, 0x02]);
         let (out, len) = emitted(ResponseHeader::BlockSuccess);
         assert_eq!(&out[..len], &[0x05]);
+        let (out, len) = emitted(ResponseHeader::DigestSuccess);
+        assert_eq!(&out[..len], &[0x0a]);
         let (out, len) = emitted(ResponseHeader::FileSize(2500));
         assert_eq!(&out[..len], &[0x08, 0x00, 0x00, 0x09, 0xc4]);
         let (out, len) = emitted(ResponseHeader::BlockFailure(

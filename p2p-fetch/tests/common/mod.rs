@@ -157,6 +157,18 @@ impl Scripted {
                 input.drain(..len);
                 let mut out = Vec::new();
                 match value {
+                    // As a peer that predates digests: an Error, then close.
+                    Request::Digest { .. } => {
+                        header(
+                            &mut out,
+                            ResponseHeader::Error(
+                                p2p_core::wire::Reason::new("unknown message type 0x09").unwrap(),
+                            ),
+                        );
+                        stream.write_all(&out)?;
+                        let _ = stream.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
                     Request::FileSize => {
                         let size = self.claimed_size.unwrap_or(data.len() as u32);
                         header(&mut out, ResponseHeader::FileSize(size));

@@ -1,0 +1,212 @@
+//! The manifest: a file's size and the SHA-256 of every block, and its digest, the file's
+//! identity and a node's one trust root.
+//!
+//! Manifest bytes are the size (u32, big-endian) followed by the 32-byte SHA-256 of each block
+//! in order. A node is given only the 32-byte SHA-256 of those bytes, the **manifest digest**;
+//! the size and the block digests it fetches from peers are trusted only once they hash to it,
+//! and every block only once it hashes to its digest.
+
+use core::fmt;
+use sha2::{Digest as _, Sha256};
+
+/// Bytes of a SHA-256 digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// A SHA-256 digest: of one block, or of a whole manifest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Digest(pub [u8; DIGEST_LEN]);
+
+impl Digest {
+    /// The SHA-256 of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Self(Sha256::digest(data).into())
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; DIGEST_LEN] {
+        &self.0
+    }
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Result<Self, HexError> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 2 * DIGEST_LEN {
+            return Err(HexError::Length(bytes.len()));
+        }
+        let mut out = [0u8; DIGEST_LEN];
+        for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let (hi, lo) = match pair {
+                [hi, lo] => (hex_value(*hi)?, hex_value(*lo)?),
+                _ => return Err(HexError::Length(bytes.len())),
+            };
+            *byte = hi << 4 | lo;
+        }
+        Ok(Self(out))
+    }
+}
+
+fn hex_value(digit: u8) -> Result<u8, HexError> {
+    match digit {
+        b'0'..=b'9' => Ok(digit - b'0'),
+        b'a'..=b'f' => Ok(digit - b'a' + 10),
+        b'A'..=b'F' => Ok(digit - b'A' + 10),
+        other => Err(HexError::Digit(other)),
+    }
+}
+
+/// Lower-case hex, as printed by `host-sim --print-manifest` and taken by `--manifest`.
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// A manifest digest that is not 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum HexError {
+    /// Not 64 characters long.
+    Length(usize),
+    /// A character that is not a hex digit.
+    Digit(u8),
+}
+
+impl fmt::Display for HexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length(len) => write!(f, "a digest is 64 hex digits, not {len} characters"),
+            Self::Digit(byte) => write!(f, "{:?} is not a hex digit", char::from(*byte)),
+        }
+    }
+}
+
+/// Streaming SHA-256 of one block as its bytes arrive, checked against the manifest's digest.
+#[derive(Clone, Default)]
+pub struct BlockHasher(Sha256);
+
+impl BlockHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest(self.0.finalize().into())
+    }
+}
+
+/// Streaming SHA-256 of manifest bytes: the size first, then each block digest in order, so a
+/// manifest fetched in parts needs no memory beyond the digest being read. Nothing fed to it is
+/// trusted until [`ManifestHasher::finish`] equals the manifest digest.
+#[derive(Clone)]
+pub struct ManifestHasher {
+    hasher: Sha256,
+    digests: u32,
+}
+
+impl ManifestHasher {
+    pub fn new(file_size: u32) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(file_size.to_be_bytes());
+        Self { hasher, digests: 0 }
+    }
+
+    /// Adds the next block digest.
+    pub fn push(&mut self, block_digest: &Digest) {
+        self.hasher.update(block_digest.0);
+        self.digests += 1;
+    }
+
+    /// Block digests pushed so far.
+    pub fn digests(&self) -> u32 {
+        self.digests
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest(self.hasher.finalize().into())
+    }
+}
+
+/// The manifest digest of a file whose block digests are `digests`, in order.
+pub fn manifest_digest<'a>(
+    file_size: u32,
+    digests: impl IntoIterator<Item = &'a Digest>,
+) -> Digest {
+    let mut hasher = ManifestHasher::new(file_size);
+    digests.into_iter().for_each(|d| hasher.push(d));
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::geometry::Geometry;
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    /// The 2500-byte example file of PROTOCOL.md: byte i is i mod 251.
+    fn example_file() -> Vec<u8> {
+        (0..2500u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn block_digests(data: &[u8]) -> Vec<Digest> {
+        let geometry = Geometry::new(data.len() as u32);
+        data.chunks(geometry.block_size() as usize)
+            .map(Digest::of)
+            .collect()
+    }
+
+    #[test]
+    fn the_protocol_md_manifest_example() {
+        let digests = block_digests(&example_file());
+        assert_eq!(
+            digests[0].to_string(),
+            "2bce1ba628720664be4b9fdd77aae0678e5f0f3f02fc6ff641ec879094f6a404"
+        );
+        let digest = manifest_digest(2500, &digests);
+        let mut bytes = Vec::from(2500u32.to_be_bytes());
+        digests.iter().for_each(|d| bytes.extend_from_slice(&d.0));
+        assert_eq!(bytes.len(), 4 + 3 * 32);
+        assert_eq!(Digest::of(&bytes), digest);
+        assert_eq!(
+            digest.to_string(),
+            "4b6424f68b42d054170689d8aea338220d35e2492137c1ef348045c31df0046e"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_has_a_manifest_of_its_size_alone() {
+        assert_eq!(manifest_digest(0, &[]), Digest::of(&[0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn streaming_hashes_match_whole_ones() {
+        let data = example_file();
+        let mut hasher = BlockHasher::new();
+        data[..1024].chunks(7).for_each(|c| hasher.update(c));
+        assert_eq!(hasher.finish(), Digest::of(&data[..1024]));
+    }
+
+    #[test]
+    fn hex_round_trips_and_names_bad_input() {
+        let digest = Digest::of(b"x");
+        let text = std::format!("{digest}");
+        assert_eq!(Digest::from_hex(&text), Ok(digest));
+        assert_eq!(Digest::from_hex(&text.to_uppercase()), Ok(digest));
+        assert_eq!(Digest::from_hex("ab"), Err(HexError::Length(2)));
+        let mut bad = text.clone();
+        bad.replace_range(10..11, "g");
+        assert_eq!(Digest::from_hex(&bad), Err(HexError::Digit(b'g')));
+        assert_eq!(HexError::Digit(b'g').to_string(), "'g' is not a hex digit");
+    }
+}
