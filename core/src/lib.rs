@@ -9,6 +9,9 @@
 //! - [`ranges`]: sorted, coalesced sets of inclusive block ranges and their text form.
 //! - [`manifest`]: block and manifest digests, the trust root of a fetching node.
 //! - [`store`]: where served bytes come from.
+//! - [`flash_store`]: a writable store in any `embedded-storage` NOR flash, that resumes after
+//!   a reset; [`ram_flash`] is such a flash in RAM.
+//! - [`bitmap`]: sets of blocks one bit each.
 //! - [`server`]: the server session, one per connection.
 //! - [`client`]: the client session, one per connection.
 //! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
@@ -25,11 +28,14 @@
     )
 )]
 
+pub mod bitmap;
 pub mod client;
 #[cfg(feature = "smoltcp")]
 pub mod driver;
+pub mod flash_store;
 pub mod geometry;
 pub mod manifest;
+pub mod ram_flash;
 pub mod ranges;
 pub mod server;
 pub mod store;
