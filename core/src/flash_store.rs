@@ -112,7 +112,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
     pub fn open(mut flash: F, manifest_digest: Digest) -> Result<Self, FillError> {
         if F::READ_SIZE != 1
             || F::WRITE_SIZE == 0
-            || DIGEST_LEN % F::WRITE_SIZE != 0
+            || !DIGEST_LEN.is_multiple_of(F::WRITE_SIZE)
             || F::ERASE_SIZE < 2 * RECORD_LEN
         {
             return Err(FillError::UnsuitableFlash);
