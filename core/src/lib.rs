@@ -14,6 +14,7 @@
 //! - [`bitmap`]: sets of blocks one bit each.
 //! - [`server`]: the server session, one per connection.
 //! - [`client`]: the client session, one per connection.
+//! - [`fetch`]: the fetcher, filling a [`flash_store::FlashStore`] from many peers at once.
 //! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
 //!
 //! `PROTOCOL.md` at the repository root is the specification this crate implements.
@@ -32,6 +33,7 @@ pub mod bitmap;
 pub mod client;
 #[cfg(feature = "smoltcp")]
 pub mod driver;
+pub mod fetch;
 pub mod flash_store;
 pub mod geometry;
 pub mod manifest;

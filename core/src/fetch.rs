@@ -1,0 +1,1065 @@
+//! The fetcher: fills a [`FlashStore`] from peers, sans-IO like the sessions.
+//!
+//! It keeps a table of peers (given, and found through Peer List Responses), asks the caller to
+//! open connections to them ([`Fetcher::poll_connect`]), and on each connection runs a
+//! [`ClientSession`]: it learns the file size, peers and held blocks, fetches the manifest in
+//! parts from one peer and checks it against the manifest digest, then requests the blocks it
+//! lacks from every connected peer at once, rarest first. Each block is hashed as it streams
+//! in and written to the store only when its digest matches; a peer that sends a bad block, a
+//! bad manifest, a wrong file size or garbage is dropped for good, and one that stalls, refuses
+//! or goes away is retried later while its blocks go to others. When the connections would
+//! otherwise idle near the end, blocks already requested elsewhere are requested again
+//! (BitTorrent's endgame), so one slow peer does not hold up completion.
+//!
+//! The caller moves bytes ([`Fetcher::transmit`], [`Fetcher::receive`]), reports connection
+//! state ([`Fetcher::connected`], [`Fetcher::closed`]), closes what [`Fetcher::wants_close`]
+//! names, and calls [`Fetcher::poll`] at [`Fetcher::poll_at`]. Nothing here reads a clock or
+//! a socket.
+
+use crate::bitmap::BlockBitmap;
+use crate::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
+use crate::flash_store::{FillError, FlashStore};
+use crate::geometry::Geometry;
+use crate::manifest::{BlockHasher, ManifestHasher};
+use crate::ranges::BlockRange;
+use crate::store::BlockStore;
+use crate::time::{Duration, Instant};
+use crate::wire::{PeerAddr, Request};
+use core::fmt;
+use embedded_storage::nor_flash::NorFlash;
+
+/// Requests a connection may have outstanding (pipelined).
+pub const PIPELINE: usize = 8;
+/// Digests asked for in one Digest Request: 1 KiB of response.
+const MANIFEST_PART: u32 = 32;
+/// Block Requests a connection may have outstanding; the rest of the pipeline is for the
+/// manifest and list refreshes.
+const BLOCK_REQUESTS: usize = 4;
+/// How many candidate blocks the rarest-first choice looks at before taking the rarest seen.
+const SCAN_WINDOW: u32 = 512;
+
+/// How the fetcher paces itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FetchConfig {
+    /// A connection with requests outstanding that receives nothing for this long is closed
+    /// and its blocks go to other peers (also the time a connection may take to open).
+    pub stall_timeout: Duration,
+    /// A peer that closed, stalled or refused a connection is tried again after this long,
+    /// doubled for each failure in a row (at most 8 times).
+    pub retry_after: Duration,
+    /// How often an otherwise idle connection asks its peer's Block List again: a peer that
+    /// is itself filling gains blocks.
+    pub refresh: Duration,
+    /// Most blocks asked for in one Block Request.
+    pub max_run: u16,
+    /// This node's own address, never connected to even if a peer lists it.
+    pub own_addr: Option<PeerAddr>,
+    /// Where the search for blocks starts, so nodes filling at once start apart.
+    pub start_hint: u32,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            stall_timeout: Duration::from_millis(2000),
+            retry_after: Duration::from_millis(1000),
+            refresh: Duration::from_millis(500),
+            max_run: 4,
+            own_addr: None,
+            start_hint: 0,
+        }
+    }
+}
+
+/// Why a peer was dropped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DropReason {
+    /// It sent a block whose SHA-256 is not the manifest's.
+    BadBlock(u16),
+    /// The size and digests it sent do not hash to the manifest digest.
+    BadManifest,
+    /// Its File Size Response disagrees with the verified manifest.
+    WrongFileSize(u32),
+    /// It claims a file larger than this node can store.
+    TooLarge(u32),
+    /// It broke the protocol.
+    Protocol(ClientError),
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadBlock(block) => write!(f, "block {block} does not match its digest"),
+            Self::BadManifest => f.write_str("its manifest does not match the manifest digest"),
+            Self::WrongFileSize(size) => {
+                write!(f, "it claims {size} bytes, not the manifest's file size")
+            }
+            Self::TooLarge(size) => write!(f, "it claims {size} bytes, more than fits here"),
+            Self::Protocol(error) => write!(f, "protocol violation: {error}"),
+        }
+    }
+}
+
+/// What the fetcher did, for the caller's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FetchEvent {
+    /// A new peer, from a Peer List Response.
+    PeerFound(PeerAddr),
+    /// The manifest hashed to the manifest digest; blocks can be fetched.
+    ManifestVerified {
+        file_size: u32,
+        from: PeerAddr,
+    },
+    /// A peer refused Digest Requests or predates them; blocks may still come from it.
+    NoDigests(PeerAddr),
+    BlockVerified {
+        block: u16,
+        from: PeerAddr,
+    },
+    PeerDropped {
+        peer: PeerAddr,
+        reason: DropReason,
+    },
+    /// A connection with requests outstanding received nothing for the stall timeout.
+    Stalled(PeerAddr),
+    /// The peer sent an Error (busy, say) and closed.
+    PeerError(PeerAddr),
+    /// Writing to the store failed; the block or manifest is fetched again.
+    StoreFailed(FillError),
+    /// Every block is verified and stored.
+    Complete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    /// Not connected; may be tried from `retry_at`.
+    Idle {
+        retry_at: Instant,
+    },
+    /// Connected, or connecting, on this slot.
+    Busy(usize),
+    Dropped,
+}
+
+struct Peer<const B: usize> {
+    addr: PeerAddr,
+    state: PeerState,
+    has: BlockBitmap<B>,
+    /// A whole Block List Response has filled `has`.
+    list_known: bool,
+    claimed_size: Option<u32>,
+    no_digests: bool,
+    failures: u32,
+}
+
+/// What a sent request asked for, mirroring the session's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Info,
+    BlockList,
+    Digests,
+    Blocks(BlockRange),
+}
+
+struct Conn<const K: usize> {
+    peer: usize,
+    open: bool,
+    close: bool,
+    session: ClientSession<PIPELINE>,
+    asked: heapless::Deque<Asked, PIPELINE>,
+    /// Encoded requests not yet handed to the caller.
+    out: heapless::Vec<u8, { PIPELINE * Request::MAX_LEN }>,
+    /// The block being received, its hash so far and its bytes.
+    block: Option<u16>,
+    hasher: BlockHasher,
+    buffer: heapless::Vec<u8, K>,
+    since: Instant,
+    next_refresh: Instant,
+    greeted: bool,
+}
+
+impl<const K: usize> Conn<K> {
+    fn new(peer: usize, now: Instant) -> Self {
+        Self {
+            peer,
+            open: false,
+            close: false,
+            session: ClientSession::new(ClientLimits::default()),
+            asked: heapless::Deque::new(),
+            out: heapless::Vec::new(),
+            block: None,
+            hasher: BlockHasher::new(),
+            buffer: heapless::Vec::new(),
+            since: now,
+            next_refresh: now,
+            greeted: false,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        !self.asked.is_full() && self.out.capacity() - self.out.len() >= Request::MAX_LEN
+    }
+
+    fn ask(&mut self, request: Request, asked: Asked) -> bool {
+        let mut buf = [0u8; Request::MAX_LEN];
+        let Ok(len) = self.session.send(request, &mut buf) else {
+            return false;
+        };
+        let sent = self
+            .out
+            .extend_from_slice(buf.get(..len).unwrap_or_default())
+            .is_ok()
+            && self.asked.push_back(asked).is_ok();
+        if !sent {
+            // The session took a request this connection cannot track: nothing after it can
+            // be matched up, so end the connection rather than guess.
+            self.close = true;
+        }
+        sent
+    }
+
+    fn block_requests(&self) -> usize {
+        self.asked
+            .iter()
+            .filter(|a| matches!(a, Asked::Blocks(_)))
+            .count()
+    }
+
+    fn asked_for(&self, block: u16) -> bool {
+        self.asked
+            .iter()
+            .any(|a| matches!(a, Asked::Blocks(r) if r.contains(block)))
+    }
+}
+
+enum Manifest {
+    Unknown,
+    Fetching {
+        slot: usize,
+        file_size: u32,
+        hasher: ManifestHasher,
+        requested: u32,
+    },
+    Verified,
+}
+
+/// A one-line outcome of a response piece, owned so the session can be borrowed again.
+enum Seen {
+    Nothing,
+    FileSize(u32),
+    Peer(PeerAddr),
+    RangeCount,
+    Range(BlockRange),
+    Data { offset: u32, len: usize },
+    Digest(u16, crate::manifest::Digest),
+    Failure,
+    Error,
+}
+
+/// Fills a store with up to `8 * B` blocks of up to `K` bytes, from at most `P` known peers
+/// over at most `C` connections at once.
+pub struct Fetcher<const P: usize, const C: usize, const B: usize, const K: usize> {
+    config: FetchConfig,
+    peers: heapless::Vec<Peer<B>, P>,
+    conns: [Option<Conn<K>>; C],
+    in_flight: BlockBitmap<B>,
+    manifest: Manifest,
+    cursor: u32,
+    complete: bool,
+}
+
+impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, C, B, K> {
+    /// A fetcher that starts from `peers`.
+    pub fn new(config: FetchConfig, peers: &[PeerAddr], now: Instant) -> Self {
+        let mut fetcher = Self {
+            config,
+            peers: heapless::Vec::new(),
+            conns: core::array::from_fn(|_| None),
+            in_flight: BlockBitmap::new(),
+            manifest: Manifest::Unknown,
+            cursor: config.start_hint,
+            complete: false,
+        };
+        for &peer in peers {
+            fetcher.add_peer(peer, now);
+        }
+        fetcher
+    }
+
+    /// Adds a peer to try; `false` if it is already known, unusable, this node, or the table
+    /// is full.
+    pub fn add_peer(&mut self, addr: PeerAddr, now: Instant) -> bool {
+        if !addr.is_usable()
+            || Some(addr) == self.config.own_addr
+            || self.peers.iter().any(|p| p.addr == addr)
+        {
+            return false;
+        }
+        self.peers
+            .push(Peer {
+                addr,
+                state: PeerState::Idle { retry_at: now },
+                has: BlockBitmap::new(),
+                list_known: false,
+                claimed_size: None,
+                no_digests: false,
+                failures: 0,
+            })
+            .is_ok()
+    }
+
+    /// Peers known, and of them how many are dropped for good.
+    pub fn peer_counts(&self) -> (usize, usize) {
+        let dropped = self
+            .peers
+            .iter()
+            .filter(|p| p.state == PeerState::Dropped)
+            .count();
+        (self.peers.len(), dropped)
+    }
+
+    /// Whether every block is in the store.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// The next connection to open, on a free slot: the slot and the peer. Report the outcome
+    /// with [`connected`](Self::connected) or [`closed`](Self::closed).
+    pub fn poll_connect(&mut self, now: Instant) -> Option<(usize, PeerAddr)> {
+        if self.complete {
+            return None;
+        }
+        let slot = self.conns.iter().position(Option::is_none)?;
+        let (index, peer) = self
+            .peers
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.state, PeerState::Idle { retry_at } if retry_at <= now))
+            .min_by_key(|(_, p)| p.failures)?;
+        peer.state = PeerState::Busy(slot);
+        let addr = peer.addr;
+        if let Some(conn) = self.conns.get_mut(slot) {
+            *conn = Some(Conn::new(index, now));
+        }
+        Some((slot, addr))
+    }
+
+    /// The connection on `slot` is established.
+    pub fn connected(&mut self, slot: usize, now: Instant) {
+        if let Some(conn) = self.conn_mut(slot) {
+            conn.open = true;
+            conn.since = now;
+        }
+    }
+
+    /// The connection on `slot` is over (closed by either side, reset, or never opened). Its
+    /// outstanding blocks go back to the pool.
+    pub fn closed(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        for asked in &conn.asked {
+            if let Asked::Blocks(range) = asked {
+                (range.start()..=range.end()).for_each(|b| self.in_flight.remove(b));
+            }
+        }
+        // Another connection may still have some of those blocks outstanding (endgame).
+        for other in self.conns.iter().flatten() {
+            for asked in &other.asked {
+                if let Asked::Blocks(range) = asked {
+                    self.in_flight.insert_range(*range);
+                }
+            }
+        }
+        if matches!(self.manifest, Manifest::Fetching { slot: s, .. } if s == slot) {
+            self.manifest = Manifest::Unknown;
+        }
+        if let Some(peer) = self.peers.get_mut(conn.peer)
+            && peer.state != PeerState::Dropped
+        {
+            if !conn.close || !conn.open {
+                peer.failures = peer.failures.saturating_add(1);
+            }
+            let backoff = self.config.retry_after.millis() << peer.failures.min(3);
+            peer.state = PeerState::Idle {
+                retry_at: now + Duration::from_millis(backoff),
+            };
+            peer.list_known = false;
+        }
+    }
+
+    /// Whether the caller should close the connection on `slot` (after sending what
+    /// [`transmit`](Self::transmit) wrote).
+    pub fn wants_close(&self, slot: usize) -> bool {
+        self.conn(slot).is_some_and(|conn| conn.close)
+    }
+
+    /// Writes requests for the connection on `slot` into `out`; returns the bytes written.
+    pub fn transmit<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        out: &mut [u8],
+        now: Instant,
+        store: &FlashStore<F, SB>,
+    ) -> usize {
+        self.plan(slot, now, store);
+        let Some(conn) = self.conn_mut(slot) else {
+            return 0;
+        };
+        let len = conn.out.len().min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..len), conn.out.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        let rest = heapless::Vec::from_slice(conn.out.get(len..).unwrap_or_default());
+        conn.out = rest.unwrap_or_default();
+        len
+    }
+
+    /// Whether [`transmit`](Self::transmit) has bytes for `slot` now.
+    pub fn wants_transmit<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        store: &FlashStore<F, SB>,
+    ) -> bool {
+        self.plan(slot, now, store);
+        self.conn(slot).is_some_and(|conn| !conn.out.is_empty())
+    }
+
+    /// Takes bytes received on `slot`; returns how many were used (all of them unless the
+    /// connection is to be closed).
+    pub fn receive<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        input: &[u8],
+        now: Instant,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) -> usize {
+        let mut used = 0;
+        while used < input.len() {
+            let Some(conn) = self.conn_mut(slot) else {
+                return input.len();
+            };
+            if conn.close {
+                return input.len();
+            }
+            let rest = input.get(used..).unwrap_or_default();
+            let (consumed, seen, completed) = match conn.session.receive(rest) {
+                Ok(step) => {
+                    let seen = match step.event {
+                        None => Seen::Nothing,
+                        Some(ClientEvent::FileSize(size)) => Seen::FileSize(size),
+                        Some(ClientEvent::Peer(peer)) => Seen::Peer(peer),
+                        Some(ClientEvent::PeerCount(_)) => Seen::Nothing,
+                        Some(ClientEvent::RangeCount(_)) => Seen::RangeCount,
+                        Some(ClientEvent::Range(range)) => Seen::Range(range),
+                        Some(ClientEvent::BlockData { offset, data }) => Seen::Data {
+                            offset,
+                            len: data.len(),
+                        },
+                        Some(ClientEvent::Digest { block, digest }) => Seen::Digest(block, digest),
+                        Some(ClientEvent::BlockFailure(_)) => Seen::Failure,
+                        Some(ClientEvent::Error(_)) => Seen::Error,
+                    };
+                    (step.consumed, seen, step.completed)
+                }
+                Err(error) => {
+                    self.drop_peer(slot, DropReason::Protocol(error), on_event);
+                    return input.len();
+                }
+            };
+            if consumed > 0 {
+                conn.since = now;
+            }
+            // Block data is the last `len` bytes of what the step consumed.
+            let data = match seen {
+                Seen::Data { len, .. } => rest
+                    .get(consumed.saturating_sub(len)..consumed)
+                    .unwrap_or_default(),
+                _ => &[],
+            };
+            used += consumed;
+            let refused = matches!(seen, Seen::Failure);
+            self.take(slot, seen, data, now, store, on_event);
+            if completed.is_some() {
+                self.complete_request(slot, refused, store, on_event);
+            }
+            if consumed == 0 {
+                break;
+            }
+        }
+        used
+    }
+
+    /// Acts on timers: closes stalled connections. Call at [`poll_at`](Self::poll_at).
+    pub fn poll<F: NorFlash, const SB: usize>(
+        &mut self,
+        now: Instant,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        self.check_complete(store, on_event);
+        self.start_manifest(store, on_event);
+        let stall = self.config.stall_timeout;
+        for conn in self.conns.iter_mut().flatten() {
+            let waiting = !conn.open || !conn.asked.is_empty();
+            if waiting && !conn.close && now >= conn.since + stall {
+                conn.close = true;
+                if let Some(peer) = self.peers.get_mut(conn.peer) {
+                    peer.failures = peer.failures.saturating_add(1);
+                    on_event(FetchEvent::Stalled(peer.addr));
+                }
+            }
+        }
+    }
+
+    /// When [`poll`](Self::poll), [`poll_connect`](Self::poll_connect) or a transmit next has
+    /// something to do even if no bytes arrive.
+    pub fn poll_at(&self) -> Option<Instant> {
+        if self.complete {
+            return None;
+        }
+        let conns = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| !c.close)
+            .map(|conn| {
+                if !conn.open || !conn.asked.is_empty() {
+                    conn.since + self.config.stall_timeout
+                } else {
+                    conn.next_refresh
+                }
+            });
+        let free_slot = self.conns.iter().any(Option::is_none);
+        let retries = self
+            .peers
+            .iter()
+            .filter(|_| free_slot)
+            .filter_map(|peer| match peer.state {
+                PeerState::Idle { retry_at } => Some(retry_at),
+                _ => None,
+            });
+        conns.chain(retries).min()
+    }
+
+    fn conn(&self, slot: usize) -> Option<&Conn<K>> {
+        self.conns.get(slot).and_then(Option::as_ref)
+    }
+
+    fn conn_mut(&mut self, slot: usize) -> Option<&mut Conn<K>> {
+        self.conns.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn peer_of(&self, slot: usize) -> Option<&Peer<B>> {
+        self.conn(slot).and_then(|conn| self.peers.get(conn.peer))
+    }
+
+    fn peer_addr(&self, slot: usize) -> PeerAddr {
+        self.peer_of(slot)
+            .map_or(PeerAddr::new([0; 4], 0), |peer| peer.addr)
+    }
+
+    fn drop_peer(&mut self, slot: usize, reason: DropReason, on_event: &mut dyn FnMut(FetchEvent)) {
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        conn.close = true;
+        let index = conn.peer;
+        if let Some(peer) = self.peers.get_mut(index)
+            && peer.state != PeerState::Dropped
+        {
+            peer.state = PeerState::Dropped;
+            on_event(FetchEvent::PeerDropped {
+                peer: peer.addr,
+                reason,
+            });
+        }
+        if matches!(self.manifest, Manifest::Fetching { slot: s, .. } if s == slot) {
+            self.manifest = Manifest::Unknown;
+        }
+    }
+
+    /// Queues what the connection on `slot` should ask next.
+    fn plan<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        store: &FlashStore<F, SB>,
+    ) {
+        let geometry = store.geometry();
+        let manifest_source = match self.manifest {
+            Manifest::Fetching {
+                slot: s,
+                file_size,
+                requested,
+                ..
+            } if s == slot => Some((file_size, requested)),
+            _ => None,
+        };
+        let refresh = self.config.refresh;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if !conn.open || conn.close {
+            return;
+        }
+        if !conn.greeted {
+            conn.greeted = true;
+            if let Some(geometry) = geometry {
+                conn.session.set_file_size(geometry.file_size());
+            }
+            // Digest Requests go after these: a peer that predates them closes on the first.
+            let _ = conn.ask(Request::FileSize, Asked::Info)
+                && conn.ask(Request::PeerList, Asked::Info)
+                && conn.ask(Request::BlockList, Asked::BlockList);
+            conn.next_refresh = now + refresh;
+        }
+        if let Some((file_size, mut requested)) = manifest_source {
+            let count = Geometry::new(file_size).block_count();
+            while requested < count && conn.has_room() {
+                let end = (requested + MANIFEST_PART).min(count) - 1;
+                let (Ok(start), Ok(end)) = (u16::try_from(requested), u16::try_from(end)) else {
+                    break;
+                };
+                if !conn.ask(Request::Digest { start, end }, Asked::Digests) {
+                    break;
+                }
+                requested = u32::from(end) + 1;
+            }
+            if let Manifest::Fetching { requested: r, .. } = &mut self.manifest {
+                *r = requested;
+            }
+        }
+        if let Some(geometry) = geometry {
+            self.plan_blocks(slot, geometry, store);
+        }
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let list_outstanding = conn.asked.iter().any(|a| *a == Asked::BlockList);
+        if conn.asked.is_empty() && !list_outstanding && now >= conn.next_refresh && !conn.close {
+            conn.ask(Request::BlockList, Asked::BlockList);
+            conn.next_refresh = now + refresh;
+        }
+    }
+
+    fn plan_blocks<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        geometry: Geometry,
+        store: &FlashStore<F, SB>,
+    ) {
+        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(peer) = self.peers.get(conn.peer) else {
+            return;
+        };
+        if !peer.list_known {
+            return;
+        }
+        if peer.claimed_size != Some(geometry.file_size()) {
+            return;
+        }
+        loop {
+            let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
+                return;
+            };
+            if conn.block_requests() >= BLOCK_REQUESTS || !conn.has_room() {
+                return;
+            }
+            let Some(range) = self.choose(slot, geometry, store) else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            let request = Request::Block {
+                start: range.start(),
+                end: range.end(),
+            };
+            if !conn.ask(request, Asked::Blocks(range)) {
+                return;
+            }
+            self.in_flight.insert_range(range);
+        }
+    }
+
+    /// The blocks to ask the peer on `slot` for next: the rarest it has that nobody is
+    /// fetching, extended to a run; near the end, one being fetched elsewhere.
+    fn choose<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        geometry: Geometry,
+        store: &FlashStore<F, SB>,
+    ) -> Option<BlockRange> {
+        let conn = self.conn(slot)?;
+        let peer = self.peers.get(conn.peer)?;
+        let count = geometry.block_count();
+        if count == 0 {
+            return None;
+        }
+        let wanted = |block: u16| !store.is_verified(block) && peer.has.contains(block);
+        let rarity = |block: u16| {
+            self.peers
+                .iter()
+                .filter(|p| p.list_known && p.state != PeerState::Dropped && p.has.contains(block))
+                .count()
+        };
+        let mut best: Option<(usize, u16)> = None;
+        let mut scanned = 0;
+        for step in 0..count {
+            let block = ((self.cursor + step) % count) as u16;
+            if !wanted(block) || self.in_flight.contains(block) {
+                continue;
+            }
+            let rare = rarity(block);
+            if best.is_none_or(|(r, _)| rare < r) {
+                best = Some((rare, block));
+            }
+            scanned += 1;
+            if rare <= 1 || scanned >= SCAN_WINDOW {
+                break;
+            }
+        }
+        if let Some((_, start)) = best {
+            let mut end = start;
+            while u32::from(end) + 1 < count
+                && end - start + 1 < self.config.max_run.max(1)
+                && wanted(end + 1)
+                && !self.in_flight.contains(end + 1)
+            {
+                end += 1;
+            }
+            self.cursor = (u32::from(end) + 1) % count;
+            return BlockRange::new(start, end);
+        }
+        // Endgame: everything wanted from this peer is being fetched elsewhere.
+        (0..count)
+            .map(|b| b as u16)
+            .find(|&b| wanted(b) && !conn.asked_for(b))
+            .map(BlockRange::single)
+    }
+
+    fn take<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        seen: Seen,
+        data: &[u8],
+        now: Instant,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        let Some(index) = self.conn(slot).map(|c| c.peer) else {
+            return;
+        };
+        match seen {
+            Seen::Nothing | Seen::Failure => {}
+            Seen::FileSize(size) => {
+                if let Some(peer) = self.peers.get_mut(index) {
+                    peer.claimed_size = Some(size);
+                }
+                self.on_file_size(slot, size, store, on_event);
+            }
+            Seen::Peer(addr) => {
+                if self.add_peer(addr, now) {
+                    on_event(FetchEvent::PeerFound(addr));
+                }
+            }
+            Seen::RangeCount => {
+                if let Some(peer) = self.peers.get_mut(index) {
+                    peer.has.clear();
+                    peer.list_known = false;
+                }
+            }
+            Seen::Range(range) => {
+                if let Some(peer) = self.peers.get_mut(index) {
+                    peer.has.insert_range(range);
+                }
+            }
+            Seen::Data { offset, .. } => self.on_block_data(slot, offset, data, store, on_event),
+            Seen::Digest(block, digest) => {
+                let Manifest::Fetching {
+                    slot: source,
+                    file_size,
+                    hasher,
+                    ..
+                } = &mut self.manifest
+                else {
+                    return;
+                };
+                if *source != slot || u32::from(block) != hasher.digests() {
+                    return;
+                }
+                hasher.push(&digest);
+                let file_size = *file_size;
+                if let Err(error) = store.put_manifest_digest(file_size, block, &digest) {
+                    on_event(FetchEvent::StoreFailed(error));
+                    self.manifest = Manifest::Unknown;
+                    if let Some(conn) = self.conn_mut(slot) {
+                        conn.close = true;
+                    }
+                }
+            }
+            Seen::Error => {
+                let addr = self.peer_addr(slot);
+                let Some(conn) = self.conn_mut(slot) else {
+                    return;
+                };
+                conn.close = true;
+                let digests_refused = conn.asked.front() == Some(&Asked::Digests);
+                on_event(FetchEvent::PeerError(addr));
+                if digests_refused {
+                    self.refuse_digests(slot, on_event);
+                }
+            }
+        }
+    }
+
+    fn on_file_size<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        size: u32,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        if let Some(geometry) = store.geometry() {
+            if geometry.file_size() != size {
+                self.drop_peer(slot, DropReason::WrongFileSize(size), on_event);
+            }
+            return;
+        }
+        self.start_manifest(store, on_event);
+    }
+
+    /// With no manifest yet and none being fetched, starts fetching it from a connected peer
+    /// that has told its file size and has not refused digests.
+    fn start_manifest<F: NorFlash, const SB: usize>(
+        &mut self,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        if !matches!(self.manifest, Manifest::Unknown) || store.manifest_verified() {
+            return;
+        }
+        let candidate = self.conns.iter().enumerate().find_map(|(slot, conn)| {
+            let conn = conn.as_ref().filter(|c| c.open && !c.close)?;
+            let peer = self.peers.get(conn.peer).filter(|p| !p.no_digests)?;
+            Some((slot, peer.claimed_size?))
+        });
+        let Some((slot, size)) = candidate else {
+            return;
+        };
+        if Geometry::new(size).block_size() as usize > K {
+            self.drop_peer(slot, DropReason::TooLarge(size), on_event);
+            return;
+        }
+        match store.begin_manifest(size) {
+            Ok(()) => {}
+            Err(FillError::FileTooLarge { .. }) => {
+                self.drop_peer(slot, DropReason::TooLarge(size), on_event);
+                return;
+            }
+            Err(error) => {
+                on_event(FetchEvent::StoreFailed(error));
+                return;
+            }
+        }
+        if let Some(conn) = self.conn_mut(slot) {
+            conn.session.set_file_size(size);
+        }
+        self.manifest = Manifest::Fetching {
+            slot,
+            file_size: size,
+            hasher: ManifestHasher::new(size),
+            requested: 0,
+        };
+        // An empty file's manifest is its size alone: nothing more to fetch.
+        if Geometry::new(size).block_count() == 0 {
+            self.finish_manifest(slot, store, on_event);
+        }
+    }
+
+    fn refuse_digests(&mut self, slot: usize, on_event: &mut dyn FnMut(FetchEvent)) {
+        let Some(index) = self.conn(slot).map(|c| c.peer) else {
+            return;
+        };
+        if let Some(peer) = self.peers.get_mut(index)
+            && !peer.no_digests
+        {
+            peer.no_digests = true;
+            on_event(FetchEvent::NoDigests(peer.addr));
+        }
+        if matches!(self.manifest, Manifest::Fetching { slot: s, .. } if s == slot) {
+            self.manifest = Manifest::Unknown;
+        }
+    }
+
+    fn finish_manifest<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        let Manifest::Fetching {
+            file_size, hasher, ..
+        } = core::mem::replace(&mut self.manifest, Manifest::Unknown)
+        else {
+            return;
+        };
+        if hasher.finish() != store.manifest_digest() {
+            self.drop_peer(slot, DropReason::BadManifest, on_event);
+            return;
+        }
+        match store.commit_manifest(file_size) {
+            Ok(()) => {
+                self.manifest = Manifest::Verified;
+                on_event(FetchEvent::ManifestVerified {
+                    file_size,
+                    from: self.peer_addr(slot),
+                });
+                for conn in self.conns.iter_mut().flatten() {
+                    conn.session.set_file_size(file_size);
+                }
+                self.check_complete(store, on_event);
+            }
+            Err(error) => on_event(FetchEvent::StoreFailed(error)),
+        }
+    }
+
+    fn on_block_data<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        mut offset: u32,
+        mut data: &[u8],
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        let Some(geometry) = store.geometry() else {
+            return;
+        };
+        let from = self.peer_addr(slot);
+        while !data.is_empty() {
+            let block = (offset / geometry.block_size()) as u16;
+            let Some(span) = geometry.span(BlockRange::single(block)) else {
+                return;
+            };
+            let Some(conn) = self.conn_mut(slot) else {
+                return;
+            };
+            if conn.block != Some(block) {
+                conn.block = Some(block);
+                conn.hasher = BlockHasher::new();
+                conn.buffer.clear();
+            }
+            let missing = span.len as usize - conn.buffer.len();
+            let (piece, rest) = data.split_at(missing.min(data.len()));
+            if conn.buffer.extend_from_slice(piece).is_err() {
+                // Unreachable: blocks larger than K are refused with the manifest.
+                conn.close = true;
+                return;
+            }
+            conn.hasher.update(piece);
+            offset += piece.len() as u32;
+            data = rest;
+            if conn.buffer.len() < span.len as usize {
+                continue;
+            }
+            conn.block = None;
+            let digest = core::mem::take(&mut conn.hasher).finish();
+            if store.digest(block) != Some(digest) {
+                self.drop_peer(slot, DropReason::BadBlock(block), on_event);
+                return;
+            }
+            let fresh = !store.is_verified(block);
+            let written = store.put_block(block, &conn.buffer);
+            self.in_flight.remove(block);
+            match written {
+                Ok(()) if fresh => {
+                    if let Some(peer) = self.peer_of(slot).map(|p| p.addr)
+                        && let Some(p) = self.peers.iter_mut().find(|p| p.addr == peer)
+                    {
+                        p.failures = 0;
+                    }
+                    on_event(FetchEvent::BlockVerified { block, from });
+                    self.check_complete(store, on_event);
+                }
+                Ok(()) => {}
+                Err(error) => on_event(FetchEvent::StoreFailed(error)),
+            }
+        }
+    }
+
+    /// The oldest request on `slot` has been fully answered.
+    fn complete_request<F: NorFlash, const SB: usize>(
+        &mut self,
+        slot: usize,
+        refused: bool,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        let Some(conn) = self.conn_mut(slot) else {
+            return;
+        };
+        let Some(asked) = conn.asked.pop_front() else {
+            return;
+        };
+        let index = conn.peer;
+        match asked {
+            Asked::Info => {}
+            Asked::BlockList => {
+                if let Some(peer) = self.peers.get_mut(index) {
+                    peer.list_known = true;
+                }
+            }
+            Asked::Digests if refused => self.refuse_digests(slot, on_event),
+            Asked::Digests => {
+                let done = match &self.manifest {
+                    Manifest::Fetching {
+                        slot: s,
+                        file_size,
+                        hasher,
+                        ..
+                    } if *s == slot => {
+                        Some(hasher.digests() == Geometry::new(*file_size).block_count())
+                    }
+                    _ => None,
+                };
+                if done == Some(true) {
+                    self.finish_manifest(slot, store, on_event);
+                }
+            }
+            Asked::Blocks(range) => {
+                // Whatever of the range is not verified now was refused: the peer does not
+                // hold it after all.
+                for block in range.start()..=range.end() {
+                    if !store.is_verified(block) {
+                        self.in_flight.remove(block);
+                        if let Some(peer) = self.peers.get_mut(index) {
+                            peer.has.remove(block);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_complete<F: NorFlash, const SB: usize>(
+        &mut self,
+        store: &FlashStore<F, SB>,
+        on_event: &mut dyn FnMut(FetchEvent),
+    ) {
+        if !self.complete && store.is_complete() {
+            self.complete = true;
+            for conn in self.conns.iter_mut().flatten() {
+                conn.close = true;
+            }
+            on_event(FetchEvent::Complete);
+        }
+    }
+}

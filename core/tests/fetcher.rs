@@ -1,0 +1,416 @@
+//! The fetcher against real server sessions in one process: bytes move between them by hand,
+//! time is a number, and some servers lie.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use p2p_core::fetch::{DropReason, FetchConfig, FetchEvent, Fetcher};
+use p2p_core::flash_store::FlashStore;
+use p2p_core::manifest::manifest_digest;
+use p2p_core::ram_flash::RamFlash;
+use p2p_core::server::{ServerConfig, ServerSession};
+use p2p_core::store::held;
+use p2p_core::{BlockRange, BlockRanges, BlockStore, Digest, Duration, Instant, SliceStore};
+use p2p_core::{PeerAddr, StoreError};
+
+type TestFetcher = Fetcher<8, 4, 64, 1024>;
+type Store<'a> = FlashStore<RamFlash<'a>, 64>;
+
+fn file(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 253) as u8).collect()
+}
+
+fn digests(data: &[u8]) -> Vec<Digest> {
+    data.chunks(1024).map(Digest::of).collect()
+}
+
+/// How a simulated peer misbehaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Honest,
+    /// Flips a byte in every block it serves.
+    Corrupt,
+    /// Reads requests and never answers.
+    Silent,
+    /// Answers Digest Requests with an Error, as a peer that predates them.
+    NoDigests,
+    /// Its digests are not the manifest's.
+    WrongDigests,
+}
+
+/// A store that serves `data` but lies about it as `kind` says.
+struct PeerStore<'a> {
+    inner: SliceStore<'a, 8>,
+    kind: Kind,
+}
+
+impl BlockStore for PeerStore<'_> {
+    fn file_size(&self) -> u32 {
+        self.inner.file_size()
+    }
+    fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
+        self.inner.held_after(after)
+    }
+    fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.inner.read_at(offset, buf)?;
+        if self.kind == Kind::Corrupt
+            && let Some(byte) = buf.first_mut()
+        {
+            *byte ^= 0xFF;
+        }
+        Ok(())
+    }
+    fn digest(&self, block: u16) -> Option<Digest> {
+        match self.kind {
+            Kind::NoDigests => None,
+            Kind::WrongDigests => Some(Digest::of(&block.to_be_bytes())),
+            _ => self.inner.digest(block),
+        }
+    }
+}
+
+fn peers<'a>(
+    data: &'a [u8],
+    digests: &'a [Digest],
+    kinds: &[(Kind, &str)],
+) -> Vec<(PeerAddr, PeerStore<'a>)> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, blocks))| {
+            let held: BlockRanges<8> = match *blocks {
+                "" => BlockRanges::new(),
+                text => text.parse().unwrap(),
+            };
+            let inner = SliceStore::with_held(data, held)
+                .unwrap()
+                .with_digests(digests)
+                .unwrap();
+            let addr = PeerAddr::new([10, 0, 0, 10 + i as u8], 8888);
+            (addr, PeerStore { inner, kind: *kind })
+        })
+        .collect()
+}
+
+/// Moves bytes between a fetcher and one server session per connection, 1 ms a round.
+struct Swarm<'a> {
+    peers: &'a [(PeerAddr, PeerStore<'a>)],
+    /// Per fetcher slot: the peer index and its server session.
+    links: Vec<Option<(usize, ServerSession<'a>)>>,
+    now: u64,
+    events: Vec<FetchEvent>,
+}
+
+impl<'a> Swarm<'a> {
+    fn new(peers: &'a [(PeerAddr, PeerStore<'a>)]) -> Self {
+        Self {
+            peers,
+            links: (0..4).map(|_| None).collect(),
+            now: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn addrs(&self) -> Vec<PeerAddr> {
+        self.peers.iter().map(|(addr, _)| *addr).collect()
+    }
+
+    /// Runs until the fetcher completes or `limit_ms` of simulated time passes.
+    fn run(&mut self, fetcher: &mut TestFetcher, store: &Store<'_>, limit_ms: u64) {
+        let peers = self.peers;
+        while self.now < limit_ms && !fetcher.is_complete() {
+            let now = Instant::from_millis(self.now);
+            let events = &mut self.events;
+            fetcher.poll(now, store, &mut |e| events.push(e));
+            while let Some((slot, addr)) = fetcher.poll_connect(now) {
+                let index = peers.iter().position(|(a, _)| *a == addr).unwrap();
+                let session = ServerSession::new(ServerConfig::new(&peers[index].1, &[]), now);
+                self.links[slot] = Some((index, session));
+                fetcher.connected(slot, now);
+            }
+            for slot in 0..self.links.len() {
+                let Some((index, session)) = self.links[slot].as_mut() else {
+                    continue;
+                };
+                let mut out = [0u8; 512];
+                let len = fetcher.transmit(slot, &mut out, now, store);
+                if peers[*index].1.kind != Kind::Silent {
+                    let used = session.receive(&out[..len], now, &mut |_| {});
+                    assert_eq!(used, len, "the test server keeps up");
+                    let mut back = [0u8; 700];
+                    let len = session.transmit(&mut back, now);
+                    let used =
+                        fetcher.receive(slot, &back[..len], now, store, &mut |e| events.push(e));
+                    assert!(used == len || fetcher.wants_close(slot));
+                    if session.close_reason(now).is_some() && !session.wants_transmit() {
+                        fetcher.closed(slot, now);
+                        self.links[slot] = None;
+                        continue;
+                    }
+                }
+                if fetcher.wants_close(slot) {
+                    fetcher.closed(slot, now);
+                    self.links[slot] = None;
+                }
+            }
+            store.publish();
+            self.now += 1;
+        }
+    }
+
+    fn dropped(&self) -> Vec<(PeerAddr, DropReason)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                FetchEvent::PeerDropped { peer, reason } => Some((*peer, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn stored(store: &Store<'_>, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    store.read_at(0, &mut out).unwrap();
+    out
+}
+
+fn config() -> FetchConfig {
+    FetchConfig {
+        stall_timeout: Duration::from_millis(200),
+        retry_after: Duration::from_millis(50),
+        refresh: Duration::from_millis(20),
+        ..FetchConfig::default()
+    }
+}
+
+/// Fetches `data` with the given peers; returns the store's bytes and the swarm's events.
+fn fill(data: &[u8], kinds: &[(Kind, &str)], limit_ms: u64) -> (Option<Vec<u8>>, Swarm<'static>) {
+    let data: &'static [u8] = Box::leak(data.to_vec().into_boxed_slice());
+    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
+    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
+        Box::leak(peers(data, digests, kinds).into_boxed_slice());
+    let id = manifest_digest(data.len() as u32, digests);
+    let mut bytes = vec![0u8; 256 * 1024];
+    let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
+    let mut swarm = Swarm::new(peers);
+    let mut fetcher = TestFetcher::new(config(), &swarm.addrs(), Instant::from_millis(0));
+    swarm.run(&mut fetcher, &store, limit_ms);
+    let complete = fetcher.is_complete();
+    assert_eq!(complete, store.is_complete());
+    (complete.then(|| stored(&store, data.len())), swarm)
+}
+
+#[test]
+fn fills_from_two_peers_that_each_hold_part() {
+    let data = file(40_000);
+    let (got, swarm) = fill(
+        &data,
+        &[(Kind::Honest, "0-20"), (Kind::Honest, "15-39")],
+        5_000,
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    assert!(swarm.dropped().is_empty());
+    let from: Vec<PeerAddr> = swarm
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            FetchEvent::BlockVerified { from, .. } => Some(*from),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(from.len(), 40, "every block verified once");
+    assert!(from.contains(&swarm.peers[0].0) && from.contains(&swarm.peers[1].0));
+}
+
+#[test]
+fn a_corrupting_peer_is_dropped_and_its_blocks_come_from_the_honest_one() {
+    let data = file(30_000);
+    let (got, swarm) = fill(
+        &data,
+        &[(Kind::Corrupt, "0-29"), (Kind::Honest, "0-29")],
+        5_000,
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    let dropped = swarm.dropped();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].0, swarm.peers[0].0);
+    assert!(matches!(dropped[0].1, DropReason::BadBlock(_)));
+}
+
+#[test]
+fn a_wrong_manifest_is_refused_and_fetched_from_another_peer() {
+    let data = file(10_000);
+    let (got, swarm) = fill(
+        &data,
+        &[(Kind::WrongDigests, "0-9"), (Kind::Honest, "0-9")],
+        5_000,
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    assert!(
+        swarm
+            .dropped()
+            .contains(&(swarm.peers[0].0, DropReason::BadManifest))
+            || swarm.events.iter().any(|e| matches!(
+                e,
+                FetchEvent::ManifestVerified { from, .. } if *from == swarm.peers[1].0
+            ))
+    );
+}
+
+#[test]
+fn a_peer_without_digests_still_serves_blocks() {
+    let data = file(10_000);
+    let (got, swarm) = fill(
+        &data,
+        &[(Kind::NoDigests, "0-9"), (Kind::Honest, "0")],
+        5_000,
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    assert!(
+        swarm
+            .events
+            .iter()
+            .any(|e| *e == FetchEvent::NoDigests(swarm.peers[0].0))
+    );
+    let from_old = swarm
+        .events
+        .iter()
+        .any(|e| matches!(e, FetchEvent::BlockVerified { from, .. } if *from == swarm.peers[0].0));
+    assert!(from_old, "blocks 1-9 only the old peer holds");
+}
+
+#[test]
+fn a_silent_peer_costs_a_stall_timeout_not_the_download() {
+    let data = file(20_000);
+    let (got, swarm) = fill(
+        &data,
+        &[(Kind::Silent, "0-19"), (Kind::Honest, "0-19")],
+        5_000,
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    assert!(swarm.now < 1_000, "done at {} ms", swarm.now);
+}
+
+#[test]
+fn nothing_is_stored_when_no_peer_has_the_right_file() {
+    let data = file(5_000);
+    let (got, swarm) = fill(
+        &data,
+        &[(Kind::WrongDigests, "0-4"), (Kind::Corrupt, "0-4")],
+        2_000,
+    );
+    assert_eq!(got, None);
+    assert!(!swarm.dropped().is_empty());
+}
+
+#[test]
+fn an_empty_file_completes_with_its_manifest() {
+    let (got, _) = fill(&[], &[(Kind::Honest, "")], 1_000);
+    assert_eq!(got.as_deref(), Some(&[][..]));
+}
+
+#[test]
+fn a_reset_resumes_from_the_store() {
+    let data = file(30_000);
+    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
+    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
+        Box::leak(peers(data, digests, &[(Kind::Honest, "0-29")]).into_boxed_slice());
+    let id = manifest_digest(data.len() as u32, digests);
+    let mut bytes = vec![0u8; 256 * 1024];
+    let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
+    let mut swarm = Swarm::new(peers);
+    let mut fetcher = TestFetcher::new(config(), &swarm.addrs(), Instant::from_millis(0));
+    // Long enough for the manifest and some blocks, not for all.
+    while store.verified_count() < 10 {
+        let limit = swarm.now + 1;
+        swarm.run(&mut fetcher, &store, limit);
+    }
+    let before = store.verified_count();
+    assert!(before < 30);
+    drop(fetcher);
+    let store = Store::open(store.into_flash(), id).unwrap();
+    assert_eq!(store.verified_count(), before);
+    let mut swarm = Swarm::new(peers);
+    let mut fetcher = TestFetcher::new(config(), &swarm.addrs(), Instant::from_millis(0));
+    swarm.run(&mut fetcher, &store, 5_000);
+    assert!(store.is_complete());
+    assert_eq!(stored(&store, data.len()), data);
+    let fetched = swarm
+        .events
+        .iter()
+        .filter(|e| matches!(e, FetchEvent::BlockVerified { .. }))
+        .count();
+    assert_eq!(fetched, 30 - before as usize, "only the missing blocks");
+    assert!(held(&store).eq([BlockRange::new(0, 29).unwrap()]));
+}
+
+mod arbitrary_responses {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A response stream that starts correct and turns arbitrary: real answers to the
+    /// greeting, then whatever the case supplies.
+    fn garbage() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
+        proptest::collection::vec(
+            (0u8..4, proptest::collection::vec(any::<u8>(), 0..80)),
+            1..40,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Whatever peers send, the fetcher neither panics nor keeps a byte that is not the
+        /// file's.
+        #[test]
+        fn nothing_unverified_is_ever_held(chunks in garbage(), honest_prefix in 0usize..3000) {
+            let data = file(6_000);
+            let sums = digests(&data);
+            let id = manifest_digest(6_000, &sums);
+            let mut bytes = vec![0u8; 256 * 1024];
+            let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
+            let peers: Vec<PeerAddr> = (0..4).map(|i| PeerAddr::new([10, 0, 0, 20 + i], 8888)).collect();
+            let mut fetcher = TestFetcher::new(config(), &peers, Instant::from_millis(0));
+            // A correct beginning: the true size, the manifest, part of the file.
+            let mut honest = vec![0x08];
+            honest.extend_from_slice(&6_000u32.to_be_bytes());
+            honest.extend_from_slice(&[0x01, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05]);
+            honest.push(0x0a);
+            sums.iter().for_each(|d| honest.extend_from_slice(d.as_bytes()));
+            honest.push(0x05);
+            honest.extend_from_slice(&data);
+            honest.truncate(honest_prefix.max(1));
+            let mut now = 0;
+            let mut slots = Vec::new();
+            while let Some((slot, _)) = fetcher.poll_connect(Instant::from_millis(now)) {
+                fetcher.connected(slot, Instant::from_millis(now));
+                slots.push(slot);
+            }
+            let mut out = [0u8; 256];
+            for &slot in &slots {
+                fetcher.transmit(slot, &mut out, Instant::from_millis(now), &store);
+                fetcher.receive(slot, &honest, Instant::from_millis(now), &store, &mut |_| {});
+            }
+            for (which, chunk) in chunks {
+                now += 7;
+                let at = Instant::from_millis(now);
+                let slot = usize::from(which) % 4;
+                fetcher.transmit(slot, &mut out, at, &store);
+                let used = fetcher.receive(slot, &chunk, at, &store, &mut |_| {});
+                prop_assert!(used <= chunk.len());
+                fetcher.poll(at, &store, &mut |_| {});
+                if fetcher.wants_close(slot) {
+                    fetcher.closed(slot, at);
+                }
+                store.publish();
+            }
+            for range in held(&store) {
+                let span = p2p_core::Geometry::new(6_000).span(range).unwrap();
+                let mut got = vec![0u8; span.len as usize];
+                store.read_at(span.offset, &mut got).unwrap();
+                let at = span.offset as usize;
+                prop_assert_eq!(&got[..], &data[at..at + got.len()]);
+            }
+        }
+    }
+}
