@@ -143,6 +143,15 @@ impl<'a, const N: usize> Server<'a, N> {
         self.slots.iter().map(|slot| slot.handle)
     }
 
+    /// Whether some connection is part-way through a Block List Response: a store that gains
+    /// blocks must not change what it lists until this is false.
+    pub fn listing(&self) -> bool {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.session.as_ref())
+            .any(ServerSession::listing)
+    }
+
     /// Connections being served now.
     pub fn serving(&self) -> usize {
         self.slots

@@ -16,6 +16,7 @@
 //! - [`client`]: the client session, one per connection.
 //! - [`fetch`]: the fetcher, filling a [`flash_store::FlashStore`] from many peers at once.
 //! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
+//! - `fetch_driver` (feature `smoltcp`): the fetcher's connections as smoltcp client sockets.
 //!
 //! `PROTOCOL.md` at the repository root is the specification this crate implements.
 #![no_std]
@@ -34,6 +35,8 @@ pub mod client;
 #[cfg(feature = "smoltcp")]
 pub mod driver;
 pub mod fetch;
+#[cfg(feature = "smoltcp")]
+pub mod fetch_driver;
 pub mod flash_store;
 pub mod geometry;
 pub mod manifest;

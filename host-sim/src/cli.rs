@@ -1,8 +1,8 @@
 //! host-sim's command line. Scripts and docs depend on these names.
 
 use clap::Parser;
-use p2p_core::DEFAULT_PORT;
 use p2p_core::wire::PeerAddr;
+use p2p_core::{DEFAULT_PORT, Digest};
 use p2p_serve::HeldRanges;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -47,6 +47,18 @@ pub struct Args {
     /// Serve only these blocks, e.g. 0-99,200-299 (default: all).
     #[arg(long, value_parser = parse_blocks)]
     pub blocks: Option<HeldRanges>,
+    /// Be a filling node for the file with this manifest digest (64 hex digits, from
+    /// `--print-manifest`): fetch the blocks missing from --store from --fetch-from peers (and
+    /// the peers they list), verify each, and serve what is verified. Needs --store.
+    #[arg(long, value_parser = parse_digest, requires = "store", conflicts_with_all = ["file", "blocks", "listen", "print_manifest"])]
+    pub manifest: Option<Digest>,
+    /// The filling node's store: a file created empty if missing, resumed if present (it
+    /// holds the manifest, a record of verified blocks and the blocks).
+    #[arg(long, requires = "manifest")]
+    pub store: Option<PathBuf>,
+    /// A peer to fetch from, IP[:PORT]; repeat for more. Also listed in the peer list.
+    #[arg(long = "fetch-from", value_parser = parse_peer, requires = "manifest")]
+    pub fetch_from: Vec<PeerAddr>,
     /// A peer for the peer list, IP[:PORT]; repeat for more.
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<PeerAddr>,
@@ -127,6 +139,10 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
         return Err("a multicast MAC (first byte odd) cannot be an interface's address".into());
     }
     Ok(mac)
+}
+
+fn parse_digest(text: &str) -> Result<Digest, String> {
+    Digest::from_hex(text).map_err(|error| error.to_string())
 }
 
 fn parse_blocks(text: &str) -> Result<HeldRanges, String> {

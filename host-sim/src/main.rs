@@ -2,6 +2,8 @@
 
 mod cli;
 mod delay;
+mod file_flash;
+mod filling;
 mod shaper;
 mod store;
 mod tap;
@@ -34,6 +36,38 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &cli::Args) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_interrupt = Arc::clone(&stop);
+    let listening = args.listen.is_some();
+    ctrlc::set_handler(move || {
+        if listening {
+            // The kernel-TCP server blocks in accept(); nothing is left to flush.
+            log::info!("interrupted; exiting");
+            std::process::exit(0);
+        }
+        on_interrupt.store(true, Ordering::SeqCst);
+    })
+    .map_err(|error| format!("cannot catch Ctrl-C: {error}"))?;
+    let idle_timeout = Duration::from_secs(args.idle_timeout);
+
+    if args.manifest.is_some() {
+        let store = filling::open_store(args)?;
+        log::info!(
+            "filling from {} peer(s): {}",
+            args.fetch_from.len(),
+            args.fetch_from
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return tap_server::serve(
+            args,
+            tap_server::Served::Filling(store),
+            idle_timeout,
+            &stop,
+        );
+    }
     let store = store::HostStore::open(args.file.as_deref(), args.blocks.clone())?;
     if args.print_manifest {
         let digest = p2p_core::store::manifest_digest_of(&store)
@@ -60,20 +94,6 @@ fn run(args: &cli::Args) -> Result<(), String> {
         },
         args.peers.len()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let on_interrupt = Arc::clone(&stop);
-    let listening = args.listen.is_some();
-    ctrlc::set_handler(move || {
-        if listening {
-            // The kernel-TCP server blocks in accept(); nothing is left to flush.
-            log::info!("interrupted; exiting");
-            std::process::exit(0);
-        }
-        on_interrupt.store(true, Ordering::SeqCst);
-    })
-    .map_err(|error| format!("cannot catch Ctrl-C: {error}"))?;
-
-    let idle_timeout = Duration::from_secs(args.idle_timeout);
     match args.listen {
         Some(addr) => {
             let listener = std::net::TcpListener::bind(addr)
@@ -88,6 +108,6 @@ fn run(args: &cli::Args) -> Result<(), String> {
             .serve(&listener)
             .map_err(|error| format!("accepting on {addr}: {error}"))
         }
-        None => tap_server::serve(args, &store, idle_timeout, &stop),
+        None => tap_server::serve(args, tap_server::Served::File(&store), idle_timeout, &stop),
     }
 }

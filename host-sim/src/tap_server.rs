@@ -4,12 +4,13 @@
 
 use crate::cli::{Args, MAX_CONNECTIONS};
 use crate::delay::Delay;
+use crate::filling::FillingStore;
 use crate::shaper::Shaper;
 use crate::tap::Tap;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::server::{ServerConfig, SessionEvent};
-use p2p_core::{BlockStore, Duration};
+use p2p_core::{BlockStore, Duration, PeerAddr};
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::phy::{Device, FaultInjector, PcapMode, PcapWriter};
 use smoltcp::socket::tcp::{self, CongestionControl};
@@ -18,8 +19,8 @@ use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-const SOCKETS: usize = MAX_CONNECTIONS + LISTENERS;
-/// Requests are tiny: a small receive window.
+pub const SOCKETS: usize = MAX_CONNECTIONS + LISTENERS;
+/// Requests are tiny: a small receive window (a fetching socket's is larger: see filling.rs).
 const RX_BUFFER: usize = 2048;
 /// Block data in flight per connection; the send window.
 const TX_BUFFER: usize = 256 * 1024;
@@ -28,9 +29,16 @@ const FAULT_INJECTOR_MAX_MTU: usize = 1536 - 14;
 /// The longest sleep, so Ctrl-C is noticed promptly even when idle.
 const MAX_SLEEP: NetDuration = NetDuration::from_millis(250);
 
+/// What a host-sim serves: a whole or partial file it was given, or what it fetches.
+#[derive(Clone, Copy)]
+pub enum Served<'a> {
+    File(&'a dyn BlockStore),
+    Filling(&'a FillingStore),
+}
+
 pub fn serve(
     args: &Args,
-    store: &dyn BlockStore,
+    store: Served<'_>,
     idle: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -81,13 +89,14 @@ pub fn serve(
 
 /// What runs on the sockets each round: the protocol server, or the raw-TCP anchor. Returns
 /// when it next needs a poll.
-type Service<'a> = Box<dyn FnMut(NetInstant, &mut SocketSet<'a>) -> Option<NetInstant> + 'a>;
+pub type Service<'a> =
+    Box<dyn FnMut(NetInstant, &mut Interface, &mut SocketSet<'a>) -> Option<NetInstant> + 'a>;
 
 fn run<'a, D: Device>(
     device: D,
     fd: i32,
     args: &'a Args,
-    store: &'a dyn BlockStore,
+    store: Served<'a>,
     idle: Duration,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -118,26 +127,17 @@ fn run<'a, D: Device>(
     }
 
     let mut sockets: SocketSet<'a> = SocketSet::new(Vec::new());
-    let mut service: Service<'a> = match args.raw_tcp_bytes {
-        Some(total) => Box::new(raw_sender(&mut sockets, args, total)),
-        None => {
-            // Zeroed allocations: pages are only touched as a connection's window grows.
-            let buffers = [(); SOCKETS].map(|()| SocketBuffers {
-                rx: vec![0u8; RX_BUFFER].leak(),
-                tx: vec![0u8; TX_BUFFER].leak(),
-            });
-            let mut server_config = ServerConfig::new(store, &args.peers);
-            server_config.idle_timeout = idle;
-            let mut server: Server<'a, SOCKETS> =
-                Server::new(server_config, args.port, &mut sockets, buffers);
-            server.set_connection_limit(usize::from(args.max_connections));
-            for handle in server.handles() {
-                tune(
-                    sockets.get_mut::<tcp::Socket>(handle),
-                    &args.congestion_control,
-                );
-            }
-            Box::new(move |now, sockets| server.poll(now, sockets, &mut log_event))
+    let mut service: Service<'a> = match (args.raw_tcp_bytes, store) {
+        (Some(total), _) => {
+            let mut send = raw_sender(&mut sockets, args, total);
+            Box::new(move |now, _, sockets| send(now, sockets))
+        }
+        (None, Served::File(store)) => {
+            let mut server = protocol_server(&mut sockets, args, store, &args.peers, idle);
+            Box::new(move |now, _, sockets| server.poll(now, sockets, &mut log_event))
+        }
+        (None, Served::Filling(store)) => {
+            crate::filling::service(&mut sockets, args, store, idle, now())
         }
     };
     log::info!(
@@ -157,7 +157,7 @@ fn run<'a, D: Device>(
         // Until quiet: what the server queues goes out in the same round.
         for _ in 0..64 {
             let polled = iface.poll(timestamp, &mut device, &mut sockets);
-            server_at = service(timestamp, &mut sockets);
+            server_at = service(timestamp, &mut iface, &mut sockets);
             if polled == PollResult::None {
                 break;
             }
@@ -189,9 +189,39 @@ fn run<'a, D: Device>(
     Ok(())
 }
 
+/// The protocol server on `SOCKETS` sockets serving `store`, listing `peers`.
+pub fn protocol_server<'a>(
+    sockets: &mut SocketSet<'a>,
+    args: &Args,
+    store: &'a dyn BlockStore,
+    peers: &'a [PeerAddr],
+    idle: Duration,
+) -> Server<'a, SOCKETS> {
+    let mut server_config = ServerConfig::new(store, peers);
+    server_config.idle_timeout = idle;
+    let mut server = Server::new(server_config, args.port, sockets, socket_buffers());
+    server.set_connection_limit(usize::from(args.max_connections));
+    for handle in server.handles() {
+        tune(
+            sockets.get_mut::<tcp::Socket>(handle),
+            &args.congestion_control,
+        );
+    }
+    server
+}
+
+/// Buffers for `N` sockets, for the life of the process. Zeroed allocations: pages are only
+/// touched as a connection's window grows.
+pub fn socket_buffers<const N: usize>() -> [SocketBuffers<'static>; N] {
+    [(); N].map(|()| SocketBuffers {
+        rx: vec![0u8; RX_BUFFER].leak(),
+        tx: vec![0u8; TX_BUFFER].leak(),
+    })
+}
+
 /// Applies the chosen congestion control to a served socket (see BENCHMARKS.md for how each
 /// fares under loss).
-fn tune(socket: &mut tcp::Socket<'_>, algorithm: &str) {
+pub fn tune(socket: &mut tcp::Socket<'_>, algorithm: &str) {
     socket.set_congestion_control(match algorithm {
         "reno" => CongestionControl::Reno,
         "none" => CongestionControl::None,
@@ -258,7 +288,7 @@ fn wait_readable(fd: i32, delay: NetDuration) -> Result<(), String> {
     }
 }
 
-fn log_event(event: DriverEvent) {
+pub fn log_event(event: DriverEvent) {
     match event {
         DriverEvent::Connected { slot, remote } => {
             log::info!(
