@@ -94,6 +94,66 @@ pub fn start_host_sim(net: &mut TestNet, tap: usize, extra: &[&str]) -> (usize, 
     (index, addr)
 }
 
+/// Starts a filling host-sim on TAP `tap` (10.0.0.(tap + 2)) for the file whose manifest
+/// digest is `manifest`, keeping it in `store`, fetching from `sources`, with its log (info
+/// level) written to `log`. It listens only once its manifest is verified, so this does not wait.
+pub fn start_filling_node(
+    net: &mut TestNet,
+    tap: usize,
+    manifest: &str,
+    store: &std::path::Path,
+    sources: &[&str],
+    log: &std::path::Path,
+) -> usize {
+    let ip = TestNet::host_addr(tap);
+    let mut command = net.command(binary("host-sim").to_str().expect("utf-8 path"));
+    command
+        .args(["--tap", &TestNet::tap(tap), "--ip", &format!("{ip}/24")])
+        .args(["--manifest", manifest])
+        .arg("--store")
+        .arg(store)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(log).expect("log file"));
+    for source in sources {
+        command.args(["--fetch-from", source]);
+    }
+    net.spawn(&mut command).expect("start host-sim")
+}
+
+/// The manifest digest host-sim prints for `file` (the built-in sample for `None`).
+pub fn manifest_of(file: Option<&std::path::Path>) -> String {
+    let mut command = Command::new(binary("host-sim"));
+    if let Some(file) = file {
+        command.arg("--file").arg(file);
+    }
+    let output = command
+        .arg("--print-manifest")
+        .output()
+        .expect("run host-sim");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .expect("hex")
+        .trim()
+        .to_string()
+}
+
+/// Waits until `log` has a line for which `wanted` holds; that line, or `None` after `limit`.
+pub fn wait_for_log(
+    log: &std::path::Path,
+    limit: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| wanted(line)) {
+            return Some(line.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// CPU time process `pid` used while `work` ran, as a share of one core, with `work`'s result.
 /// Reads /proc; times there are in USER_HZ, which Linux fixes at 100 per second.
 pub fn cpu_share<T>(pid: u32, work: impl FnOnce() -> T) -> (f64, T) {
