@@ -119,7 +119,7 @@ fn progress_logger(store: &FillingStore) -> impl FnMut(FetchEvent) + '_ {
             let done = store.verified_count();
             let tenth = (blocks / 10).max(1);
             log::debug!("fetch: block {block} verified (from {from})");
-            if done % tenth == 0 {
+            if done.is_multiple_of(tenth) {
                 log::info!("fetch: {done} of {blocks} blocks verified");
             }
         }
