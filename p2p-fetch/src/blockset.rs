@@ -77,6 +77,13 @@ impl BlockSet {
         !was_in
     }
 
+    pub fn remove(&mut self, block: u16) {
+        let index = usize::from(block);
+        if let Some(byte) = self.bits.get_mut(index / 8) {
+            *byte &= !(1 << (index % 8));
+        }
+    }
+
     pub fn count(&self) -> u32 {
         self.bits.iter().map(|byte| byte.count_ones()).sum()
     }

@@ -39,6 +39,13 @@ pub struct Args {
     #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
     pub sha256: Option<[u8; 32]>,
 
+    /// The file's manifest digest (64 hex digits, as `host-sim --print-manifest` prints):
+    /// every block is checked as it arrives against the manifest that hashes to it; a peer
+    /// that sends a bad block is dropped and the block fetched from another. Without it, the
+    /// first host's digests are used where it serves them.
+    #[arg(long, value_name = "HEX", value_parser = parse_manifest)]
+    pub manifest: Option<p2p_core::Digest>,
+
     /// Print one JSON summary on stdout (peers, their ranges, bytes from each, errors,
     /// duration, rate, sha256); the peer survey goes to stderr.
     #[arg(long)]
@@ -76,6 +83,10 @@ pub struct Args {
         requires = "seed"
     )]
     pub listen: SocketAddrV4,
+}
+
+fn parse_manifest(text: &str) -> Result<p2p_core::Digest, String> {
+    p2p_core::Digest::from_hex(text.trim()).map_err(|error| error.to_string())
 }
 
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {

@@ -44,6 +44,8 @@ pub enum PeerError {
         range: BlockRange,
         block_count: u32,
     },
+    /// A block whose SHA-256 is not its digest in the manifest.
+    BadBlock(u16),
 }
 
 impl PeerError {
@@ -80,6 +82,10 @@ impl fmt::Display for PeerError {
             Self::RangeBeyondFile { range, block_count } => write!(
                 f,
                 "lists blocks {range}, beyond the file's {block_count} blocks"
+            ),
+            Self::BadBlock(block) => write!(
+                f,
+                "sent block {block}, which does not match its digest in the manifest"
             ),
         }
     }

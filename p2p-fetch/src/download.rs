@@ -11,7 +11,8 @@ use crate::pace::Pace;
 use crate::part_file::PartFile;
 use crate::scheduler::{Assignment, Scheduler};
 use p2p_core::client::ClientEvent;
-use p2p_core::{BlockRange, Geometry, Request};
+use p2p_core::manifest::BlockHasher;
+use p2p_core::{BlockRange, Digest, Geometry, Request};
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::Mutex;
@@ -59,6 +60,16 @@ pub struct Download<'a> {
     pub control: &'a Control,
     pub log: &'a Log,
     pub timeout: Duration,
+    /// Every block's digest: each block is then checked before it is saved.
+    pub digests: Option<&'a [Digest]>,
+}
+
+/// The block a connection is receiving, hashed as it arrives and saved only once whole and
+/// verified.
+struct Assembly {
+    block: Option<u16>,
+    hasher: BlockHasher,
+    bytes: Vec<u8>,
 }
 
 impl Download<'_> {
@@ -153,6 +164,11 @@ impl Download<'_> {
         // The peer's file may have changed since discovery; check before trusting its data.
         connection.send(&[Request::FileSize])?;
         let mut pace = Pace::new(self.geometry.block_size());
+        let mut assembly = Assembly {
+            block: None,
+            hasher: BlockHasher::new(),
+            bytes: Vec::with_capacity(self.geometry.block_size() as usize),
+        };
         let mut nothing_left = false;
         let mut last_send = Instant::now();
         loop {
@@ -196,9 +212,12 @@ impl Download<'_> {
             }
             connection.receive(&mut |event, completed| {
                 match event {
-                    Some(ClientEvent::BlockData { offset, data }) => {
-                        self.store(offset, data, stats)?
-                    }
+                    Some(ClientEvent::BlockData { offset, data }) => match self.digests {
+                        Some(digests) => {
+                            self.store_verified(&mut assembly, digests, offset, data, stats)?
+                        }
+                        None => self.store(offset, data, stats)?,
+                    },
                     Some(ClientEvent::FileSize(size)) if size != expected_size => {
                         return Err(PeerError::SizeMismatch {
                             expected: expected_size,
@@ -227,6 +246,64 @@ impl Download<'_> {
                 Ok(())
             })?;
         }
+    }
+
+    /// Gathers block data into whole blocks; saves each block whose SHA-256 is its digest,
+    /// unless another connection saved it first. A block that does not match ends the
+    /// connection (and drops the peer).
+    fn store_verified(
+        &self,
+        assembly: &mut Assembly,
+        digests: &[Digest],
+        mut offset: u32,
+        mut data: &[u8],
+        stats: &PeerStats,
+    ) -> Result<(), PeerError> {
+        while !data.is_empty() {
+            let block = (offset / self.geometry.block_size()) as u16;
+            let span = self
+                .geometry
+                .span(BlockRange::single(block))
+                .ok_or(PeerError::BadBlock(block))?;
+            if assembly.block != Some(block) {
+                assembly.block = Some(block);
+                assembly.hasher = BlockHasher::new();
+                assembly.bytes.clear();
+            }
+            let missing = span.len as usize - assembly.bytes.len();
+            let (piece, rest) = data.split_at(missing.min(data.len()));
+            assembly.hasher.update(piece);
+            assembly.bytes.extend_from_slice(piece);
+            offset += piece.len() as u32;
+            data = rest;
+            if assembly.bytes.len() < span.len as usize {
+                continue;
+            }
+            assembly.block = None;
+            let digest = std::mem::take(&mut assembly.hasher).finish();
+            if digests.get(usize::from(block)) != Some(&digest) {
+                return Err(PeerError::BadBlock(block));
+            }
+            let first = self
+                .scheduler
+                .complete_with(block, || self.part.write_at(span.offset, &assembly.bytes))
+                .map_err(|failure| {
+                    let error = PeerError::Io(std::io::Error::other(failure.message.clone()));
+                    self.control.fail(failure);
+                    error
+                })?;
+            if first {
+                self.part.mark_done(BlockRange::single(block));
+                stats
+                    .bytes
+                    .fetch_add(u64::from(span.len), Ordering::Relaxed);
+            } else {
+                stats
+                    .duplicate_bytes
+                    .fetch_add(u64::from(span.len), Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Writes a piece of block data, skipping blocks another connection already finished

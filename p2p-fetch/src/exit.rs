@@ -12,7 +12,8 @@ pub enum ExitCode {
     Unreachable = 3,
     /// Some blocks are held by no reachable peer (before or during the download).
     BlocksUnavailable = 4,
-    /// The file's SHA-256 is not the one given with `--sha256`.
+    /// The file's SHA-256 is not the one given with `--sha256`, or no peer serves the
+    /// manifest given with `--manifest`.
     ChecksumMismatch = 5,
     /// Reading or writing local files failed, or the output or an earlier partial download
     /// of it exists without `--force`.
@@ -24,11 +25,11 @@ pub enum ExitCode {
 /// The text `--help` shows after the options.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0    the file was downloaded (and verified, with --sha256)
+  0    the file was downloaded (and verified, with --sha256 or --manifest)
   2    usage: bad command line
   3    unreachable: the first host cannot be reached or is not a peer
   4    blocks held by no reachable peer (the missing ranges are named)
-  5    checksum mismatch (--sha256)
+  5    checksum mismatch (--sha256), or no peer serves the --manifest given
   6    I/O error on local files, or the output or a partial download of it exists
        (--continue resumes a partial download, --force overwrites)
   130  interrupted (Ctrl-C); resume with --continue";

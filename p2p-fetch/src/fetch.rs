@@ -8,6 +8,7 @@ use crate::discovery::{self, Search, Swarm};
 use crate::download::{Download, PeerStats};
 use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
+use crate::manifest::{self, Manifest};
 use crate::part_file::PartFile;
 use crate::progress::Progress;
 use crate::scheduler::Scheduler;
@@ -115,7 +116,25 @@ fn run_steps(
             ),
         ));
     }
-    let (part, done) = PartFile::open(&args.output, geometry, args.resume, args.force, log)?;
+    let manifest = manifest::obtain(&swarm, args.manifest, search.timeout, log)?;
+    summary.insert(
+        "block_digests".into(),
+        json!(match &manifest {
+            Some(Manifest { verified: true, .. }) => "verified manifest",
+            Some(_) => "first host's",
+            None => "none",
+        }),
+    );
+    let (part, mut done) = PartFile::open(&args.output, geometry, args.resume, args.force, log)?;
+    if let Some(manifest) = &manifest {
+        let bad = part.recheck(geometry, &mut done, &manifest.digests)?;
+        if !bad.is_empty() {
+            log.warn(&format!(
+                "blocks {} of the partial download do not match their digests; fetching them again",
+                RangesText(&bad.ranges())
+            ));
+        }
+    }
     let missing = not_held.minus(&done);
     if !missing.is_empty() {
         log.warn(&format!(
@@ -137,6 +156,7 @@ fn run_steps(
         control: &control,
         log,
         timeout: search.timeout,
+        digests: manifest.as_ref().map(|m| m.digests.as_slice()),
     };
     let stats: Vec<PeerStats> = swarm.peers.iter().map(|_| PeerStats::default()).collect();
     let resumed = scheduler.done_bytes();

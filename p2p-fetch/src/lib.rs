@@ -11,6 +11,7 @@ pub mod download;
 pub mod exit;
 pub mod fetch;
 pub mod log;
+pub mod manifest;
 pub mod pace;
 pub mod part_file;
 pub mod progress;

@@ -5,7 +5,7 @@
 use crate::blockset::BlockSet;
 use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
-use p2p_core::{BlockRange, Geometry};
+use p2p_core::{BlockRange, Digest, Geometry};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
@@ -149,6 +149,40 @@ impl PartFile {
             .map_err(|error| {
                 Failure::io(format!("cannot write {}", self.part_path.display()), error)
             })
+    }
+
+    /// Checks every block of `done` against `digests`, reading it back from the part file;
+    /// those that do not match are taken out of `done` and the record, and returned.
+    pub fn recheck(
+        &self,
+        geometry: Geometry,
+        done: &mut BlockSet,
+        digests: &[Digest],
+    ) -> Result<BlockSet, Failure> {
+        let mut bad = BlockSet::new(geometry.block_count());
+        let mut bytes = vec![0u8; geometry.block_size() as usize];
+        for block in (0..geometry.block_count()).map(|b| b as u16) {
+            let Some(span) = geometry.span(BlockRange::single(block)) else {
+                continue;
+            };
+            if !done.contains(block) {
+                continue;
+            }
+            let bytes = &mut bytes[..span.len as usize];
+            self.part
+                .read_exact_at(bytes, u64::from(span.offset))
+                .map_err(|error| {
+                    Failure::io(format!("cannot read {}", self.part_path.display()), error)
+                })?;
+            if digests.get(usize::from(block)) != Some(&Digest::of(bytes)) {
+                bad.insert(block);
+                done.remove(block);
+                let mut record = self.lock();
+                record.done.remove(block);
+                record.dirty = true;
+            }
+        }
+        Ok(bad)
     }
 
     /// Notes that the blocks of `range` are written whole; the record is saved by

@@ -198,6 +198,28 @@ impl Scheduler {
         runs(range, |block| !state.done.contains(block))
     }
 
+    /// Saves one verified block unless another copy already did: `write` runs under the same
+    /// lock as the check, so an endgame duplicate never overwrites a block already done.
+    /// Returns whether this copy was the first.
+    pub fn complete_with<E>(
+        &self,
+        block: u16,
+        write: impl FnOnce() -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let mut state = self.lock();
+        if state.done.contains(block) {
+            return Ok(false);
+        }
+        write()?;
+        state.done.insert(block);
+        state.done_bytes += self
+            .geometry
+            .span(BlockRange::single(block))
+            .map_or(0, |span| u64::from(span.len));
+        self.changed.notify_all();
+        Ok(true)
+    }
+
     /// Records that the blocks of `range` arrived whole; returns the runs of them that were
     /// not done before (first copies).
     pub fn complete(&self, range: BlockRange) -> Vec<BlockRange> {

@@ -70,6 +70,42 @@ pub fn serve_honestly(listener: TcpListener, held: &str, peers: &[SocketAddrV4])
     });
 }
 
+/// The digest of every block of the test file, and the file's manifest digest.
+pub fn manifest() -> (&'static [p2p_core::Digest], p2p_core::Digest) {
+    static DIGESTS: OnceLock<Vec<p2p_core::Digest>> = OnceLock::new();
+    let digests = DIGESTS.get_or_init(|| p2p_serve::block_digests(file()));
+    let digest = p2p_core::manifest::manifest_digest(FILE_SIZE as u32, digests.iter());
+    (digests, digest)
+}
+
+/// A peer that serves the whole file and its manifest, listing `peers`; with `corrupt`, every
+/// block it sends has one byte wrong (while its digests are the true ones).
+pub fn with_digests(peers: &[SocketAddrV4], corrupt: bool) -> SocketAddrV4 {
+    let (listener, addr) = listen();
+    let peers: Vec<PeerAddr> = peers.iter().copied().map(peer_addr).collect();
+    let data: &'static [u8] = if corrupt {
+        let mut bad = file().to_vec();
+        bad.iter_mut().step_by(1024).for_each(|byte| *byte ^= 0x01);
+        Box::leak(bad.into_boxed_slice())
+    } else {
+        file()
+    };
+    std::thread::spawn(move || {
+        let store = SliceStore::<1>::new(data)
+            .unwrap()
+            .with_digests(manifest().0)
+            .unwrap();
+        let server = TcpServer {
+            store: &store,
+            peers: &peers,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: 64,
+        };
+        let _ = server.serve(&listener);
+    });
+    addr
+}
+
 /// How a scripted peer answers Block Requests.
 #[derive(Debug, Clone, Copy)]
 pub enum Blocks {
