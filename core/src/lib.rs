@@ -10,7 +10,7 @@
 //! - [`manifest`]: block and manifest digests, the trust root of a fetching node.
 //! - [`store`]: where served bytes come from.
 //! - [`flash_store`]: a writable store in any `embedded-storage` NOR flash, that resumes after
-//!   a reset; [`ram_flash`] is such a flash in RAM.
+//!   a reset; [`ram_flash`] is such a flash in RAM, [`partition`] a window of a larger one.
 //! - [`bitmap`]: sets of blocks one bit each.
 //! - [`server`]: the server session, one per connection.
 //! - [`client`]: the client session, one per connection.
@@ -40,6 +40,7 @@ pub mod fetch_driver;
 pub mod flash_store;
 pub mod geometry;
 pub mod manifest;
+pub mod partition;
 pub mod ram_flash;
 pub mod ranges;
 pub mod server;

@@ -8,7 +8,6 @@ use embedded_storage::nor_flash::{
 
 /// A misuse a real flash would punish silently or with corruption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RamFlashError {
     /// Out of bounds or misaligned, as `embedded-storage` defines it.
     Nor(NorFlashErrorKind),

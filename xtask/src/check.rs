@@ -17,11 +17,12 @@ pub struct TestArgs {
 }
 
 /// The cargo-fuzz targets in core/fuzz; CI runs each for FUZZ_SECONDS.
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 5] = [
     "request_decoder",
     "server_session",
     "client_session",
     "block_ranges",
+    "fetcher",
 ];
 const FUZZ_SECONDS: u32 = 30;
 
