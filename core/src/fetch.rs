@@ -289,6 +289,15 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         fetcher
     }
 
+    /// Tells the fetcher this node's address once it is known (a board learns it by DHCP), so
+    /// that it never connects to itself.
+    pub fn set_own_addr(&mut self, addr: PeerAddr) {
+        self.config.own_addr = Some(addr);
+        for peer in self.peers.iter_mut().filter(|p| p.addr == addr) {
+            peer.state = PeerState::Dropped;
+        }
+    }
+
     /// Adds a peer to try; `false` if it is already known, unusable, this node, or the table
     /// is full.
     pub fn add_peer(&mut self, addr: PeerAddr, now: Instant) -> bool {

@@ -1,7 +1,11 @@
 //! Build-time settings of the firmware, checked here so a bad one fails the build with a clear
 //! message instead of the board at run time:
 //!
-//! - `P2P_FILE`: the file to serve, placed in flash (default: the built-in sample).
+//! - `P2P_FILE`: the file to serve, placed in flash (default: the built-in sample), with the
+//!   digest of each of its blocks (its manifest), computed here.
+//! - `P2P_MANIFEST`: a manifest digest (64 hex digits, from `host-sim --print-manifest`): the
+//!   board is then a filling node, with no file built in: it fetches the file from
+//!   `P2P_PEERS` (and the peers they list), verifies every block and keeps it in its storage.
 //! - `P2P_BLOCKS`: the blocks held, e.g. `0-99,200-299` (default: all).
 //! - `P2P_PEERS`: the peer list, e.g. `10.0.0.3:8888,10.0.0.4` (default: none).
 //! - `P2P_IP`: `dhcp` (default: DHCP, falling back to an address derived from the MAC) or a
@@ -11,6 +15,7 @@
 //! - `P2P_TEST_PANIC`: test only: panic right after start-up, so the tests see the panic path
 //!   (message logged, QEMU exits with a failure code).
 
+use p2p_core::Digest;
 use p2p_core::geometry::Geometry;
 use p2p_core::store::check_held;
 use p2p_core::{BlockRanges, DEFAULT_PORT};
@@ -36,10 +41,24 @@ fn setting(name: &str) -> Option<String> {
 }
 
 fn generate() -> Result<(), String> {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let fill_manifest = match setting("P2P_MANIFEST") {
+        Some(text) => {
+            Some(Digest::from_hex(text.trim()).map_err(|e| format!("P2P_MANIFEST={text}: {e}"))?)
+        }
+        None => None,
+    };
+    if fill_manifest.is_some() && (setting("P2P_FILE").is_some() || setting("P2P_BLOCKS").is_some())
+    {
+        return Err(
+            "P2P_MANIFEST builds a filling node, which starts with no file: leave \
+                    P2P_FILE and P2P_BLOCKS unset"
+                .into(),
+        );
+    }
     let file = match setting("P2P_FILE") {
         Some(path) => PathBuf::from(path),
-        None => manifest.join("../../assets/sample.txt"),
+        None => crate_dir.join("../../assets/sample.txt"),
     };
     let file = file
         .canonicalize()
@@ -118,13 +137,32 @@ fn generate() -> Result<(), String> {
     let test_panic = setting("P2P_TEST_PANIC").is_some();
 
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
-    std::fs::copy(&file, out.join("served.bin")).map_err(|e| e.to_string())?;
+    // A filling node builds in no file (and so no digests).
+    let data = match fill_manifest {
+        Some(_) => Vec::new(),
+        None => std::fs::read(&file).map_err(|e| format!("P2P_FILE {}: {e}", file.display()))?,
+    };
+    let size = if fill_manifest.is_some() { 0 } else { size };
+    std::fs::write(out.join("served.bin"), &data).map_err(|e| e.to_string())?;
     let geometry = Geometry::new(size);
+    let digests: Vec<String> = data
+        .chunks(geometry.block_size() as usize)
+        .map(|block| format!("Digest({:?})", Digest::of(block).0))
+        .collect();
+    let fill_manifest = match fill_manifest {
+        Some(digest) => format!("Some(Digest({:?}))", digest.0),
+        None => "None".into(),
+    };
     let generated = format!(
         "/// The served file ({size} bytes, {} blocks of {}), in flash under its own symbol so the\n\
          /// footprint measurement can leave it out.\n\
          pub static FILE_DATA: [u8; {size}] = *include_bytes!(concat!(env!(\"OUT_DIR\"), \"/served.bin\"));\n\
          pub static FILE: &[u8] = &FILE_DATA;\n\
+         /// The SHA-256 of each block of the file, in order (its manifest less the size), under\n\
+         /// its own symbol too: it grows with the file.\n\
+         pub static DIGESTS: [Digest; {digest_count}] = [{digests}];\n\
+         /// With `P2P_MANIFEST`: the manifest digest of the file this filling node fetches.\n\
+         pub const FILL_MANIFEST: Option<Digest> = {fill_manifest};\n\
          /// Blocks held, checked at build time; empty means all.\n\
          pub const HELD: &str = {held:?};\n\
          pub const PEERS: &[PeerAddr] = &[{}];\n\
@@ -138,6 +176,8 @@ fn generate() -> Result<(), String> {
         geometry.block_count(),
         geometry.block_size(),
         peers.join(", "),
+        digest_count = digests.len(),
+        digests = digests.join(", "),
     );
     std::fs::write(out.join("settings.rs"), generated).map_err(|e| e.to_string())
 }

@@ -223,10 +223,26 @@ impl TestNet {
     /// Ethernet on TAP `tap` and MAC 52:54:00:00:00:`mac_byte`; semihosting on, so the
     /// firmware's defmt log comes out on standard output and a panic ends QEMU with code 1.
     pub fn qemu_board(&self, tap: usize, mac_byte: u8, elf: &std::path::Path) -> Command {
+        self.qemu_board_with_monitor(tap, mac_byte, elf, None)
+    }
+
+    /// [`qemu_board`](Self::qemu_board) with QEMU's monitor on the Unix socket `monitor`, so a
+    /// test can send it commands such as `system_reset` (a reset, as of the board's button).
+    pub fn qemu_board_with_monitor(
+        &self,
+        tap: usize,
+        mac_byte: u8,
+        elf: &std::path::Path,
+        monitor: Option<&std::path::Path>,
+    ) -> Command {
+        let monitor = match monitor {
+            Some(path) => format!("unix:{},server=on,wait=off", path.display()),
+            None => "none".into(),
+        };
         let mut command = self.command("qemu-system-arm");
         command
             .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
-            .args(["-nographic", "-monitor", "none", "-serial", "none"])
+            .args(["-nographic", "-monitor", &monitor, "-serial", "none"])
             .args(["-semihosting-config", "enable=on,target=native"])
             .arg("-nic")
             .arg(format!(

@@ -322,6 +322,9 @@ pub enum Firmware {
     Swarm,
     /// Panics right after start-up (built with P2P_TEST_PANIC).
     Panic,
+    /// A filling node for the sample, fetching from 10.0.0.2 and 10.0.0.3 (built with
+    /// P2P_MANIFEST and P2P_PEERS).
+    Filling,
 }
 
 impl Firmware {
@@ -331,6 +334,7 @@ impl Firmware {
             Self::Default => firmware,
             Self::Swarm => firmware.join("swarm"),
             Self::Panic => firmware.join("panic"),
+            Self::Filling => firmware.join("filling"),
         };
         dir.join("thumbv7em-none-eabihf/release/mps2-an386")
     }
@@ -408,8 +412,21 @@ pub fn boot_board(
     firmware: Firmware,
     log: &std::path::Path,
 ) -> usize {
+    boot_board_with_monitor(net, tap, mac_byte, firmware, log, None)
+}
+
+/// [`boot_board`] with QEMU's monitor on the Unix socket `monitor` (see
+/// [`TestNet::qemu_board_with_monitor`]).
+pub fn boot_board_with_monitor(
+    net: &mut TestNet,
+    tap: usize,
+    mac_byte: u8,
+    firmware: Firmware,
+    log: &std::path::Path,
+    monitor: Option<&std::path::Path>,
+) -> usize {
     let log_file = std::fs::File::create(log).expect("board log file");
-    let mut command = net.qemu_board(tap, mac_byte, &firmware.elf());
+    let mut command = net.qemu_board_with_monitor(tap, mac_byte, &firmware.elf(), monitor);
     command.stdout(log_file);
     net.spawn(&mut command).expect("start qemu")
 }

@@ -3,8 +3,9 @@
 
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, download_concurrently, fetch_exactly,
-    p2p_fetch, pipelined_sample_blocks, qemu_available, start_board, start_host_sim, test_net,
+    Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, boot_board_with_monitor,
+    download_concurrently, fetch_exactly, p2p_fetch, pipelined_sample_blocks, qemu_available,
+    start_board, start_host_sim, test_net,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -213,4 +214,77 @@ fn a_panic_is_logged_and_ends_qemu_with_a_failure_code() {
             .any(|m| m.starts_with("panic: ") && m.contains("P2P_TEST_PANIC: panicking on purpose")),
         "{messages:?}"
     );
+}
+
+/// Waits until the board's decoded log has a message for which `wanted` holds.
+fn wait_for_board_log(
+    log: &std::path::Path,
+    limit: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(line) = Firmware::Filling
+            .decode_log(log)
+            .into_iter()
+            .find(|line| wanted(line))
+        {
+            return Some(line);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn the_board_fills_from_two_host_sims_resumes_after_a_reset_and_serves() {
+    if !qemu_available(Firmware::Filling) {
+        return;
+    }
+    let Some(mut net) = test_net(3) else { return };
+    let scratch = Scratch::new("board-filling");
+    // Slow sources, so the reset lands part-way: about 200 KB/s together.
+    start_host_sim(&mut net, 0, &["--rate", "800"]);
+    start_host_sim(&mut net, 1, &["--rate", "800"]);
+    let log = scratch.0.join("board.defmt");
+    let monitor = scratch.0.join("monitor.sock");
+    boot_board_with_monitor(&mut net, 2, BOARD, Firmware::Filling, &log, Some(&monitor));
+    let part_way = |line: &str| line.starts_with("fetch: ") && line.contains(" of 293 blocks");
+    let seen = wait_for_board_log(&log, Duration::from_secs(60), part_way)
+        .unwrap_or_else(|| panic!("no progress: {:?}", Firmware::Filling.decode_log(&log)));
+    assert!(
+        !seen.contains("293 of 293"),
+        "complete before the reset: {seen}"
+    );
+    // Reset the board, as its button would: the program restarts; the storage stays.
+    let mut control = std::os::unix::net::UnixStream::connect(&monitor).expect("QEMU monitor");
+    control.write_all(b"system_reset\n").expect("reset");
+    let resumed = wait_for_board_log(&log, Duration::from_secs(30), |line| {
+        line.starts_with("storage: 300000 bytes")
+    })
+    .unwrap_or_else(|| panic!("no resume: {:?}", Firmware::Filling.decode_log(&log)));
+    let kept: u32 = resumed
+        .split(", ")
+        .nth(1)
+        .and_then(|part| part.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {resumed:?}"));
+    assert!(kept > 0 && kept < 293, "kept {kept} blocks: {resumed}");
+    assert!(
+        wait_for_board_log(&log, Duration::from_secs(60), |line| line
+            .contains("file complete"))
+        .is_some(),
+        "never complete: {:?}",
+        Firmware::Filling.decode_log(&log)
+    );
+    let output = scratch.0.join("from-board.txt");
+    fetch_exactly(
+        &mut p2p_fetch(&net, "10.0.0.16", &output, &["-q", "--max-peers", "1"]),
+        &output,
+        SAMPLE,
+    );
+    let peak = wait_for_board_log(&log, Duration::from_secs(5), |l| {
+        l.starts_with("stack peak")
+    });
+    eprintln!("filling board: {}", peak.unwrap_or_default());
 }

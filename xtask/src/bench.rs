@@ -497,7 +497,7 @@ fn firmware() -> Result<Rows, String> {
             None
         };
         rows.push(format!(
-            "| {board} flash (text + rodata + data, without the {} B file) | {:.1} KiB | | | <= 64 KiB |",
+            "| {board} flash (text + rodata + data, without the {} B file and block digests) | {:.1} KiB | | | <= 64 KiB |",
             footprint.file,
             footprint.flash as f64 / 1024.0
         ));

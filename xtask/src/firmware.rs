@@ -35,24 +35,57 @@ pub fn run_command(args: FirmwareArgs) -> Result<(), String> {
     }
 }
 
-/// The QEMU board's test builds beside the default one, each in firmware/target/NAME with its
-/// build-time settings: `swarm` holds part of the sample and lists the two host-sims beside it
-/// (the mixed-swarm test); `panic` panics after start-up (the panic-path test).
-const TEST_BUILDS: [(&str, &[(&str, &str)]); 2] = [
-    (
-        "swarm",
-        &[("P2P_BLOCKS", "0-99"), ("P2P_PEERS", "10.0.0.3,10.0.0.4")],
-    ),
-    ("panic", &[("P2P_TEST_PANIC", "1")]),
-];
+/// Every build-time setting a test build sets, kept out of the default builds.
+const SETTINGS: [&str; 4] = ["P2P_BLOCKS", "P2P_PEERS", "P2P_TEST_PANIC", "P2P_MANIFEST"];
+
+/// The test builds beside the default ones, each in firmware/target/NAME, as (name, board,
+/// settings): `swarm` holds part of the sample and lists the two host-sims beside it (the
+/// mixed-swarm test); `panic` panics after start-up (the panic-path test); `filling` is a
+/// filling node for the sample that fetches from the host-sims at 10.0.0.2 and 10.0.0.3, on
+/// the QEMU board and (built and linted, not run) on the Nucleo.
+fn test_builds() -> Vec<(&'static str, &'static str, Vec<(&'static str, String)>)> {
+    let sample = sample_manifest().to_string();
+    let filling = vec![
+        ("P2P_MANIFEST", sample),
+        ("P2P_PEERS", "10.0.0.2,10.0.0.3".to_string()),
+    ];
+    vec![
+        (
+            "swarm",
+            "mps2-an386",
+            vec![
+                ("P2P_BLOCKS", "0-99".to_string()),
+                ("P2P_PEERS", "10.0.0.3,10.0.0.4".to_string()),
+            ],
+        ),
+        (
+            "panic",
+            "mps2-an386",
+            vec![("P2P_TEST_PANIC", "1".to_string())],
+        ),
+        ("filling", "mps2-an386", filling.clone()),
+        ("nucleo-filling", "nucleo-f429zi", filling),
+    ]
+}
+
+/// The manifest digest of the built-in sample file.
+pub fn sample_manifest() -> p2p_core::Digest {
+    const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
+    let geometry = p2p_core::Geometry::new(SAMPLE.len() as u32);
+    let digests: Vec<p2p_core::Digest> = SAMPLE
+        .chunks(geometry.block_size() as usize)
+        .map(p2p_core::Digest::of)
+        .collect();
+    p2p_core::manifest::manifest_digest(SAMPLE.len() as u32, &digests)
+}
 
 /// Builds every board (release: what is flashed, and what QEMU runs fast enough), and the QEMU
 /// board's test builds.
 pub fn build() -> Result<(), String> {
     install_embedded_target()?;
     run(&mut firmware_cargo(&["build", "--release"]))?;
-    for (name, settings) in TEST_BUILDS {
-        let mut build = firmware_cargo(&["build", "--release", "-p", "mps2-an386"]);
+    for (name, board, settings) in test_builds() {
+        let mut build = firmware_cargo(&["build", "--release", "-p", board]);
         build.env(
             "CARGO_TARGET_DIR",
             root().join("firmware/target").join(name),
@@ -83,8 +116,8 @@ fn firmware_cargo(args: &[&str]) -> std::process::Command {
     let mut cargo = command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.current_dir(root().join("firmware")).args(args);
     cargo.env_remove("CARGO_TARGET_DIR");
-    for setting in TEST_BUILDS.iter().flat_map(|(_, settings)| settings.iter()) {
-        cargo.env_remove(setting.0);
+    for setting in SETTINGS {
+        cargo.env_remove(setting);
     }
     cargo
 }
@@ -96,9 +129,10 @@ pub fn elf(board: &str) -> PathBuf {
 /// What a board's image occupies.
 pub struct Footprint {
     pub board: String,
-    /// .vector_table + .text + .rodata + .data, less the embedded file.
+    /// .vector_table + .text + .rodata + .data, less the embedded file and its digests.
     pub flash: u64,
-    /// The embedded served file.
+    /// The embedded served file and the SHA-256 of each of its blocks (32 B a block): both
+    /// grow with the file, not with the program.
     pub file: u64,
     /// .data + .bss + .uninit (static RAM, before the stack).
     pub static_ram: u64,
@@ -108,7 +142,7 @@ impl std::fmt::Display for Footprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: flash {} B ({:.1} KiB) without the {} B file, static RAM {} B",
+            "{}: flash {} B ({:.1} KiB) without the {} B file and block digests, static RAM {} B",
             self.board,
             self.flash,
             self.flash as f64 / 1024.0,
@@ -134,7 +168,7 @@ pub fn footprint(board: &str) -> Result<Footprint, String> {
     let symbols = output(command("nm").args(["-S", "--size-sort"]).arg(&elf))?;
     let file = symbols
         .lines()
-        .filter(|line| line.contains("FILE_DATA"))
+        .filter(|line| line.contains("FILE_DATA") || line.contains("p2p_firmware8settings7DIGESTS"))
         .filter_map(|line| u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok())
         .sum::<u64>();
     let flash = size_of(".vector_table") + size_of(".text") + size_of(".rodata") + size_of(".data");

@@ -9,18 +9,23 @@ pub mod settings;
 
 pub use serve::{CONNECTIONS, run};
 
+use embedded_storage::nor_flash::NorFlash;
 use smoltcp::phy::Device;
 use smoltcp::time::Instant;
 
 /// What the firmware needs from a board.
 pub trait Board {
     type Device: Device;
+    /// NOR flash that keeps a filling node's file across resets (`P2P_MANIFEST`).
+    type Storage: NorFlash;
 
     /// For the log.
     fn name(&self) -> &'static str;
     /// The Ethernet MAC address.
     fn mac(&self) -> [u8; 6];
     fn device(&mut self) -> &mut Self::Device;
+    /// The storage, taken once by a filling node.
+    fn take_storage(&mut self) -> Option<Self::Storage>;
     /// Milliseconds since start-up.
     fn now(&mut self) -> Instant;
     /// Sleeps until an interrupt (a frame arrived) or until `deadline`, whichever is first;

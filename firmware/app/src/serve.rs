@@ -3,9 +3,13 @@
 use crate::Board;
 use crate::network::Network;
 use crate::settings::{self, MAX_HELD_RANGES};
+use embedded_storage::nor_flash::NorFlash;
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
+use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
+use p2p_core::fetch_driver::FetchDriver;
+use p2p_core::flash_store::FlashStore;
 use p2p_core::server::{ServerConfig, SessionEvent};
-use p2p_core::{BlockRanges, DEFAULT_PORT, SliceStore};
+use p2p_core::{BlockRanges, DEFAULT_PORT, PeerAddr, SliceStore};
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -19,8 +23,60 @@ const SOCKETS: usize = CONNECTIONS + LISTENERS;
 const RX_BUFFER: usize = 512;
 /// Bounds the block data in flight per connection.
 const TX_BUFFER: usize = 4096;
+/// A filling node serves with smaller transmit buffers, to leave room for fetching within
+/// the RAM budget.
+const FILL_TX_BUFFER: usize = 2048;
+/// A filling node's connections fetching at once, one per peer.
+const FETCHES: usize = 2;
+/// A fetching socket's receive window: block data in flight per fetch (both together stay
+/// within QEMU's LAN9118 RX FIFO). It sends only requests.
+const FETCH_RX_BUFFER: usize = 2048;
+const FETCH_TX_BUFFER: usize = 128;
+/// Peers a filling node keeps track of.
+const FETCH_PEERS: usize = 4;
+/// A filling node's file has at most 8 x this many blocks (1024: 1 MiB at 1 KiB blocks).
+const FILL_BITMAP: usize = 128;
+/// Blocks of files up to 64 MiB.
+const FILL_BLOCK: usize = 1024;
+
+type FillStore<F> = FlashStore<F, FILL_BITMAP>;
+type NodeFetcher = Fetcher<FETCH_PEERS, FETCHES, FILL_BITMAP, FILL_BLOCK>;
 
 pub fn run<B: Board>(board: &mut B) -> ! {
+    match settings::FILL_MANIFEST {
+        Some(manifest) => {
+            let Some(flash) = board.take_storage() else {
+                defmt::panic!(
+                    "P2P_MANIFEST: {} has no storage for a filling node",
+                    board.name()
+                )
+            };
+            let store = FillStore::open(flash, manifest)
+                .unwrap_or_else(|error| defmt::panic!("storage: {}", error));
+            defmt::info!(
+                "{}: MAC {=[u8]:02x}, filling node for manifest {=[u8]:02x}, {=usize} peers",
+                board.name(),
+                board.mac(),
+                manifest.0,
+                settings::PEERS.len()
+            );
+            match store.geometry() {
+                Some(geometry) => defmt::info!(
+                    "storage: {=u32} bytes, {=u32} of {=u32} blocks verified",
+                    geometry.file_size(),
+                    store.verified_count(),
+                    geometry.block_count()
+                ),
+                None => defmt::info!("storage: empty; fetching the manifest first"),
+            }
+            serve_filling(board, &store)
+        }
+        None => serve_built_in(board),
+    }
+}
+
+/// Serves the file built into flash (or the raw-TCP benchmark anchor).
+fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let held: BlockRanges<MAX_HELD_RANGES> = match settings::HELD {
         "" => BlockRanges::new(),
         text => text
@@ -32,6 +88,7 @@ pub fn run<B: Board>(board: &mut B) -> ! {
     } else {
         SliceStore::with_held(settings::FILE, held)
     }
+    .and_then(|store| store.with_digests(&settings::DIGESTS))
     .unwrap_or_else(|error| defmt::panic!("served file: {}", error));
     let mac = board.mac();
     defmt::info!(
@@ -58,12 +115,7 @@ pub fn run<B: Board>(board: &mut B) -> ! {
     let mut tx = [[0u8; TX_BUFFER]; SOCKETS];
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let mut rx_parts = rx.iter_mut();
-    let mut tx_parts = tx.iter_mut();
-    let buffers = [(); SOCKETS].map(|()| SocketBuffers {
-        rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
-        tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
-    });
+    let buffers = socket_buffers(&mut rx, &mut tx);
     let mut service = if settings::BENCH_RAW_TCP {
         defmt::warn!(
             "benchmark build: raw TCP on port {=u16}, not the protocol",
@@ -72,12 +124,12 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         let [first, ..] = buffers;
         Service::Raw(RawSender::new(&mut sockets, first, settings::FILE.len()))
     } else {
-        let server_config = ServerConfig::new(&store, settings::PEERS);
         defmt::info!(
             "serving on port {=u16} with {=usize} connections",
             DEFAULT_PORT,
             CONNECTIONS
         );
+        let server_config = ServerConfig::new(&store, settings::PEERS);
         Service::Protocol(Server::new(
             server_config,
             DEFAULT_PORT,
@@ -85,31 +137,167 @@ pub fn run<B: Board>(board: &mut B) -> ! {
             buffers,
         ))
     };
+    poll_forever(
+        board,
+        &mut iface,
+        &mut sockets,
+        &mut network,
+        &mut |now, _, sockets, board| match &mut service {
+            Service::Protocol(server) => server.poll(now, sockets, &mut |event| log(event, board)),
+            Service::Raw(raw) => raw.poll(sockets),
+        },
+    )
+}
 
+/// Fetches the file into `store` from the peers, and serves what is verified once the
+/// manifest is.
+fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
+    let mac = board.mac();
+    let now = board.now();
+    let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    let mut iface = Interface::new(config, board.device(), now);
+    let mut storage: [SocketStorage<'_>; SOCKETS + FETCHES + 1] = Default::default();
+    let mut rx = [[0u8; RX_BUFFER]; SOCKETS];
+    let mut tx = [[0u8; FILL_TX_BUFFER]; SOCKETS];
+    let mut fetch_rx = [[0u8; FETCH_RX_BUFFER]; FETCHES];
+    let mut fetch_tx = [[0u8; FETCH_TX_BUFFER]; FETCHES];
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    let mut network = Network::new(&mut iface, &mut sockets, mac, now);
+    let mut serve_buffers = Some(socket_buffers(&mut rx, &mut tx));
+    let mut driver = FetchDriver::new(
+        &mut sockets,
+        socket_buffers(&mut fetch_rx, &mut fetch_tx),
+        u16::from(mac[5]),
+    );
+    let config = FetchConfig {
+        // Boards filling at once start their search apart.
+        start_hint: u32::from(mac[5]).wrapping_mul(7919),
+        ..FetchConfig::default()
+    };
+    let started = p2p_core::Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
+    let mut fetcher = NodeFetcher::new(config, settings::PEERS, started);
+    let mut server: Option<Server<'_, SOCKETS>> = None;
+    let mut own: Option<PeerAddr> = None;
+    poll_forever(
+        board,
+        &mut iface,
+        &mut sockets,
+        &mut network,
+        &mut |now, iface, sockets, board| {
+            // Fetch once the node has an address (DHCP may take a while).
+            let fetch_at = match iface.ipv4_addr() {
+                Some(ip) => {
+                    let addr = PeerAddr::new(ip.octets(), DEFAULT_PORT);
+                    if own != Some(addr) {
+                        own = Some(addr);
+                        fetcher.set_own_addr(addr);
+                    }
+                    driver.poll(now, iface, sockets, &mut fetcher, store, &mut |event| {
+                        log_fetch(event, store)
+                    })
+                }
+                None => None,
+            };
+            if server.is_none()
+                && store.manifest_verified()
+                && let Some(buffers) = serve_buffers.take()
+            {
+                defmt::info!(
+                    "serving verified blocks on port {=u16} with {=usize} connections",
+                    DEFAULT_PORT,
+                    CONNECTIONS
+                );
+                let config = ServerConfig::new(store, settings::PEERS);
+                server = Some(Server::new(config, DEFAULT_PORT, sockets, buffers));
+            }
+            let serve_at = server
+                .as_mut()
+                .and_then(|server| server.poll(now, sockets, &mut |event| log(event, board)));
+            // New blocks become visible only between Block List Responses.
+            if server.as_ref().is_none_or(|server| !server.listing()) {
+                store.publish();
+            }
+            [fetch_at, serve_at].into_iter().flatten().min()
+        },
+    )
+}
+
+/// The buffers of `N` sockets, from arrays the caller keeps.
+fn socket_buffers<'a, const N: usize, const R: usize, const T: usize>(
+    rx: &'a mut [[u8; R]; N],
+    tx: &'a mut [[u8; T]; N],
+) -> [SocketBuffers<'a>; N] {
+    let mut rx_parts = rx.iter_mut();
+    let mut tx_parts = tx.iter_mut();
+    [(); N].map(|()| SocketBuffers {
+        rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
+        tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
+    })
+}
+
+/// What runs on the sockets each round; returns when it next needs a poll.
+type Round<'r, 'a, B> =
+    dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &B) -> Option<Instant> + 'r;
+
+/// Polls the interface, the address and `round` until quiet, then sleeps until the next
+/// deadline or frame; forever.
+fn poll_forever<'a, B: Board>(
+    board: &mut B,
+    iface: &mut Interface,
+    sockets: &mut SocketSet<'a>,
+    network: &mut Network,
+    round: &mut Round<'_, 'a, B>,
+) -> ! {
     loop {
         board.feed_watchdog();
         let now = board.now();
-        // Poll until quiet (a few rounds at most): what the server queues goes out in the
+        // Poll until quiet (a few rounds at most): what the services queue goes out in the
         // same round, and its acknowledgements make room for more.
-        let mut server_at = None;
+        let mut round_at = None;
         for _ in 0..8 {
-            let polled = iface.poll(now, board.device(), &mut sockets);
-            network.poll(&mut iface, &mut sockets, now);
-            server_at = match &mut service {
-                Service::Protocol(server) => {
-                    server.poll(now, &mut sockets, &mut |event| log(event, &*board))
-                }
-                Service::Raw(raw) => raw.poll(&mut sockets),
-            };
+            let polled = iface.poll(now, board.device(), sockets);
+            network.poll(iface, sockets, now);
+            round_at = round(now, iface, sockets, board);
             if polled == PollResult::None {
                 break;
             }
         }
-        let deadline = [iface.poll_at(now, &sockets), network.poll_at(), server_at]
+        let deadline = [iface.poll_at(now, sockets), network.poll_at(), round_at]
             .into_iter()
             .flatten()
             .min();
         board.sleep_until(deadline);
+    }
+}
+
+fn log_fetch<F: NorFlash>(event: FetchEvent, store: &FillStore<F>) {
+    let blocks = store.geometry().map_or(0, |g| g.block_count());
+    match event {
+        FetchEvent::PeerFound(peer) => defmt::info!("fetch: found peer {}", peer),
+        FetchEvent::ManifestVerified { file_size, from } => defmt::info!(
+            "fetch: manifest verified (from {}): {=u32} bytes, {=u32} blocks",
+            from,
+            file_size,
+            blocks
+        ),
+        FetchEvent::NoDigests(peer) => defmt::warn!("fetch: {} serves no digests", peer),
+        FetchEvent::BlockVerified { block, from } => {
+            defmt::debug!("fetch: block {=u16} verified (from {})", block, from);
+            let done = store.verified_count();
+            if done.is_multiple_of((blocks / 10).max(1)) {
+                defmt::info!("fetch: {=u32} of {=u32} blocks verified", done, blocks);
+            }
+        }
+        FetchEvent::PeerDropped { peer, reason } => {
+            defmt::warn!("fetch: dropped {}: {}", peer, reason)
+        }
+        FetchEvent::Stalled(peer) => defmt::warn!("fetch: {} stalled", peer),
+        FetchEvent::PeerError(peer) => defmt::info!("fetch: {} sent an Error", peer),
+        FetchEvent::StoreFailed(error) => defmt::error!("fetch: storage: {}", error),
+        FetchEvent::Complete => defmt::info!(
+            "fetch: file complete: all {=u32} blocks verified; serving all of it",
+            blocks
+        ),
     }
 }
 

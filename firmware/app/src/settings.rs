@@ -1,5 +1,6 @@
 //! The settings fixed at build time (see `build.rs`): served file, held blocks, peers, address.
 
+use p2p_core::Digest;
 use p2p_core::wire::PeerAddr;
 
 include!(concat!(env!("OUT_DIR"), "/settings.rs"));

@@ -12,9 +12,13 @@ use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use lan9118::Lan9118;
+use p2p_core::ram_flash::RamFlash;
 use smoltcp::time::Instant;
 
 const LAN9118_BASE: usize = 0x4020_0000;
+/// A filling node's storage: the last 1 MiB of the SRAM, outside the program (memory.x).
+const STORAGE_BASE: usize = 0x2030_0000;
+const STORAGE_LEN: usize = 1 << 20;
 const LAN9118_IRQ: u16 = 13;
 
 /// An interrupt line number, as the NVIC wants it.
@@ -44,10 +48,12 @@ unsafe extern "C" {
 struct Mps2 {
     eth: Lan9118,
     clock: timer::Clock,
+    storage_taken: bool,
 }
 
 impl p2p_firmware::Board for Mps2 {
     type Device = Lan9118;
+    type Storage = RamFlash<'static>;
 
     fn name(&self) -> &'static str {
         "mps2-an386"
@@ -61,30 +67,53 @@ impl p2p_firmware::Board for Mps2 {
         &mut self.eth
     }
 
+    fn take_storage(&mut self) -> Option<RamFlash<'static>> {
+        if core::mem::replace(&mut self.storage_taken, true) {
+            return None;
+        }
+        // SAFETY: STORAGE_BASE..+STORAGE_LEN is SRAM that memory.x keeps out of every section
+        // (so nothing else of the program reads or writes it), and `storage_taken` makes this
+        // the only slice of it.
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut(STORAGE_BASE as *mut u8, STORAGE_LEN) };
+        Some(RamFlash::new(bytes))
+    }
+
     fn now(&mut self) -> Instant {
         self.clock.now()
     }
 
     fn sleep_until(&mut self, deadline: Option<Instant>) {
         let now = self.clock.now();
-        let ms = deadline.map_or(timer::max_sleep_ms(), |at| (at - now).total_millis());
+        let ms = match deadline {
+            // smoltcp's `Instant - Instant` is the absolute difference: a deadline already
+            // passed must not become a sleep of that long.
+            Some(at) if at <= now => return,
+            Some(at) => (at - now).total_millis(),
+            None => timer::max_sleep_ms(),
+        };
         if ms == 0 {
             return;
         }
-        // The LAN9118 handler masks its line so a pending frame does not re-enter it; the
-        // frames are drained by the next interface poll, then the line is unmasked here.
-        self.eth.clear_interrupts();
-        if self.eth.frame_waiting() {
-            return;
-        }
         timer::wake_after(ms);
-        // SAFETY: unmasking lines whose handlers (DefaultHandler below) only mask them again
-        // or acknowledge the timer; no data is shared with them.
-        unsafe {
-            NVIC::unmask(Irq(LAN9118_IRQ));
-            NVIC::unmask(Irq(timer::WAKE_IRQ));
-        }
-        cortex_m::asm::wfi();
+        // With interrupts masked, one that comes after the check for a frame still ends the
+        // WFI (its handler runs when they are unmasked), so no wake-up is lost: unmasking the
+        // LAN9118's line with a frame already pending would otherwise run its handler before
+        // the WFI, which would then sleep through that frame.
+        cortex_m::interrupt::free(|_| {
+            // The LAN9118 handler masks its line so a pending frame does not re-enter it; the
+            // frames are drained by the next interface poll, then the line is unmasked here.
+            self.eth.clear_interrupts();
+            // SAFETY: unmasking lines whose handlers (DefaultHandler below) only mask them
+            // again or acknowledge the timer; no data is shared with them.
+            unsafe {
+                NVIC::unmask(Irq(LAN9118_IRQ));
+                NVIC::unmask(Irq(timer::WAKE_IRQ));
+            }
+            if !self.eth.frame_waiting() {
+                cortex_m::asm::wfi();
+            }
+        });
     }
 
     fn stack_peak(&self) -> usize {
@@ -104,6 +133,7 @@ fn main() -> ! {
     let mut board = Mps2 {
         eth,
         clock: timer::Clock::start(),
+        storage_taken: false,
     };
     p2p_firmware::run(&mut board)
 }

@@ -5,6 +5,7 @@
 
 mod eth;
 mod stack;
+mod storage;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::SCB;
@@ -12,6 +13,7 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use defmt_rtt as _;
 use eth::Eth;
+use p2p_core::partition::Partition;
 use smoltcp::time::{Duration, Instant};
 use stm32_eth::dma::{RxRingEntry, TxRingEntry};
 use stm32_eth::hal::gpio::{Alternate, GpioExt, PA2, PC1, Speed as PinSpeed};
@@ -22,6 +24,7 @@ use stm32_eth::mac::phy::lan87xxa::LAN8742A;
 use stm32_eth::mac::{EthernetMACWithMii, Phy, Speed};
 use stm32_eth::stm32::{CorePeripherals, Peripherals, interrupt};
 use stm32_eth::{EthPins, PartsIn};
+use storage::InternalFlash;
 
 /// The LAN8742A's MDIO address on the Nucleo (PHYAD0 strapped low).
 const PHY_ADDR: u8 = 0;
@@ -76,6 +79,7 @@ struct Nucleo {
     mac: [u8; 6],
     clock: Clock,
     watchdog: IndependentWatchdog,
+    storage: Option<Partition<InternalFlash>>,
 }
 
 impl Nucleo {
@@ -119,6 +123,7 @@ impl Nucleo {
 
 impl p2p_firmware::Board for Nucleo {
     type Device = Eth;
+    type Storage = Partition<InternalFlash>;
 
     fn name(&self) -> &'static str {
         "nucleo-f429zi"
@@ -130,6 +135,10 @@ impl p2p_firmware::Board for Nucleo {
 
     fn device(&mut self) -> &mut Eth {
         &mut self.eth
+    }
+
+    fn take_storage(&mut self) -> Option<Partition<InternalFlash>> {
+        self.storage.take()
     }
 
     fn now(&mut self) -> Instant {
@@ -294,6 +303,7 @@ fn main() -> ! {
         mac,
         clock,
         watchdog,
+        storage: InternalFlash::storage(p.FLASH),
     };
     let now = board.clock.now();
     board.check_link(now);
