@@ -38,12 +38,15 @@ pub fn run_command(args: FirmwareArgs) -> Result<(), String> {
 /// Every build-time setting a test build sets, kept out of the default builds.
 const SETTINGS: [&str; 4] = ["P2P_BLOCKS", "P2P_PEERS", "P2P_TEST_PANIC", "P2P_MANIFEST"];
 
+/// A test build: its name, its board and its settings.
+type TestBuild = (&'static str, &'static str, Vec<(&'static str, String)>);
+
 /// The test builds beside the default ones, each in firmware/target/NAME, as (name, board,
 /// settings): `swarm` holds part of the sample and lists the two host-sims beside it (the
 /// mixed-swarm test); `panic` panics after start-up (the panic-path test); `filling` is a
 /// filling node for the sample that fetches from the host-sims at 10.0.0.2 and 10.0.0.3, on
 /// the QEMU board and (built and linted, not run) on the Nucleo.
-fn test_builds() -> Vec<(&'static str, &'static str, Vec<(&'static str, String)>)> {
+fn test_builds() -> Vec<TestBuild> {
     let sample = sample_manifest().to_string();
     let filling = vec![
         ("P2P_MANIFEST", sample),
