@@ -8,9 +8,13 @@ use crate::flash_store::FlashStore;
 use crate::time::Instant;
 use embedded_storage::nor_flash::NorFlash;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
+};
 
 /// First local port for outgoing connections (the IANA dynamic range).
 const FIRST_LOCAL_PORT: u16 = 49152;
@@ -66,11 +70,24 @@ impl<const C: usize> FetchDriver<C> {
     /// Moves bytes between the sockets and the fetcher, opens the connections it asks for and
     /// closes the ones it is done with. Call after every interface poll (and poll the interface
     /// again to send what was queued). Returns when it next needs a poll if nothing arrives.
+    ///
+    /// `device` is the interface's own: each new connection also sends an ARP request for its
+    /// peer straight through it. smoltcp sends at most one neighbor request a second for the
+    /// whole interface, so a node that finds several peers at once would otherwise wait up to
+    /// a second for each; the replies fill smoltcp's cache like its own.
     #[allow(clippy::too_many_arguments)]
-    pub fn poll<F: NorFlash, const P: usize, const B: usize, const K: usize, const SB: usize>(
+    pub fn poll<
+        D: Device,
+        F: NorFlash,
+        const P: usize,
+        const B: usize,
+        const K: usize,
+        const SB: usize,
+    >(
         &mut self,
         now: NetInstant,
         iface: &mut Interface,
+        device: &mut D,
         sockets: &mut SocketSet<'_>,
         fetcher: &mut Fetcher<P, C, B, K>,
         store: &FlashStore<F, SB>,
@@ -132,7 +149,10 @@ impl<const C: usize> FetchDriver<C> {
             };
             socket.abort();
             match socket.connect(iface.context(), remote, local) {
-                Ok(()) => *link = Link::Connecting,
+                Ok(()) => {
+                    *link = Link::Connecting;
+                    request_neighbor(iface, device, now, Ipv4Address::new(a, b, c, d));
+                }
                 Err(_) => fetcher.closed(slot, time),
             }
         }
@@ -140,6 +160,48 @@ impl<const C: usize> FetchDriver<C> {
             .poll_at()
             .map(|at| NetInstant::from_millis(i64::try_from(at.millis()).unwrap_or(i64::MAX)))
     }
+}
+
+/// Sends an ARP request for `target` through `device`, if it is on one of the interface's
+/// subnets (a peer behind a router needs the router's address, which smoltcp resolves).
+fn request_neighbor<D: Device>(
+    iface: &Interface,
+    device: &mut D,
+    now: NetInstant,
+    target: Ipv4Address,
+) {
+    // Refutable where another crate turns on smoltcp's other media.
+    #[allow(irrefutable_let_patterns)]
+    let HardwareAddress::Ethernet(mac) = iface.hardware_addr() else {
+        return;
+    };
+    let Some(own) = iface.ip_addrs().iter().find_map(|cidr| match cidr {
+        IpCidr::Ipv4(v4) if v4.contains_addr(&target) => Some(v4.address()),
+        _ => None,
+    }) else {
+        return;
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: own,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let ethernet = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let Some(token) = device.transmit(now) else {
+        // The device is busy: smoltcp's own request will do, at its pace.
+        return;
+    };
+    token.consume(ethernet.buffer_len() + arp.buffer_len(), |buffer| {
+        let mut frame = EthernetFrame::new_unchecked(buffer);
+        ethernet.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    });
 }
 
 /// One round of bytes both ways on an open connection.

@@ -10,6 +10,7 @@ use p2p_core::fetch_driver::FetchDriver;
 use p2p_core::flash_store::FlashStore;
 use p2p_core::{Duration, Instant, PeerAddr};
 use smoltcp::iface::SocketSet;
+use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
 
@@ -54,13 +55,13 @@ pub fn open_store(args: &Args) -> Result<&'static FillingStore, String> {
 }
 
 /// Fetches into `store` and serves it once its manifest is verified.
-pub fn service<'a>(
+pub fn service<'a, D: Device>(
     sockets: &mut SocketSet<'a>,
     args: &'a Args,
     store: &'a FillingStore,
     idle: Duration,
     now: NetInstant,
-) -> Service<'a> {
+) -> Service<'a, D> {
     let mut listed: Vec<PeerAddr> = args.peers.clone();
     listed.extend(args.fetch_from.iter().filter(|p| !args.peers.contains(p)));
     let listed: &'a [PeerAddr] = listed.leak();
@@ -86,8 +87,16 @@ pub fn service<'a>(
     }
     let mut server: Option<Server<'a, SOCKETS>> = None;
     let mut on_fetch = progress_logger(store);
-    Box::new(move |now, iface, sockets| {
-        let fetch_at = driver.poll(now, iface, sockets, &mut fetcher, store, &mut on_fetch);
+    Box::new(move |now, iface, device, sockets| {
+        let fetch_at = driver.poll(
+            now,
+            iface,
+            device,
+            sockets,
+            &mut fetcher,
+            store,
+            &mut on_fetch,
+        );
         if server.is_none() && store.manifest_verified() {
             server = Some(protocol_server(sockets, args, store, listed, idle));
             log::info!("serving verified blocks on port {}", args.port);

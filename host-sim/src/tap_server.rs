@@ -89,8 +89,9 @@ pub fn serve(
 
 /// What runs on the sockets each round: the protocol server, or the raw-TCP anchor. Returns
 /// when it next needs a poll.
-pub type Service<'a> =
-    Box<dyn FnMut(NetInstant, &mut Interface, &mut SocketSet<'a>) -> Option<NetInstant> + 'a>;
+pub type Service<'a, D> = Box<
+    dyn FnMut(NetInstant, &mut Interface, &mut D, &mut SocketSet<'a>) -> Option<NetInstant> + 'a,
+>;
 
 fn run<'a, D: Device>(
     device: D,
@@ -127,14 +128,14 @@ fn run<'a, D: Device>(
     }
 
     let mut sockets: SocketSet<'a> = SocketSet::new(Vec::new());
-    let mut service: Service<'a> = match (args.raw_tcp_bytes, store) {
+    let mut service: Service<'a, _> = match (args.raw_tcp_bytes, store) {
         (Some(total), _) => {
             let mut send = raw_sender(&mut sockets, args, total);
-            Box::new(move |now, _, sockets| send(now, sockets))
+            Box::new(move |now, _, _, sockets| send(now, sockets))
         }
         (None, Served::File(store)) => {
             let mut server = protocol_server(&mut sockets, args, store, &args.peers, idle);
-            Box::new(move |now, _, sockets| server.poll(now, sockets, &mut log_event))
+            Box::new(move |now, _, _, sockets| server.poll(now, sockets, &mut log_event))
         }
         (None, Served::Filling(store)) => {
             crate::filling::service(&mut sockets, args, store, idle, now())
@@ -157,7 +158,7 @@ fn run<'a, D: Device>(
         // Until quiet: what the server queues goes out in the same round.
         for _ in 0..64 {
             let polled = iface.poll(timestamp, &mut device, &mut sockets);
-            server_at = service(timestamp, &mut iface, &mut sockets);
+            server_at = service(timestamp, &mut iface, &mut device, &mut sockets);
             if polled == PollResult::None {
                 break;
             }

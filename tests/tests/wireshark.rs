@@ -57,6 +57,10 @@ fn tshark_decodes_every_message_of_a_captured_session() {
             end: 100,
         }])
         .expect("failure");
+        let answers = conn
+            .ask(&[Request::Digest { start: 5, end: 7 }])
+            .expect("digests");
+        assert!(matches!(&answers[0], Answer::Digests(digests) if digests.len() == 3));
         conn.stream.write_all(&[0x42]).expect("stray byte");
         std::thread::sleep(Duration::from_millis(200));
     })
@@ -81,6 +85,7 @@ fn tshark_decodes_every_message_of_a_captured_session() {
         "p2pblocks.data_len",
         "p2pblocks.reason",
         "tcp.reassembled.length",
+        "p2pblocks.digest",
     ];
     let mut command = Command::new("tshark");
     command
@@ -133,5 +138,15 @@ fn tshark_decodes_every_message_of_a_captured_session() {
     assert_eq!(
         row("0x7f")[10],
         "unknown message type 0x42; closing the connection"
+    );
+    let digest_request = rows
+        .iter()
+        .find(|r| r[0] == "0x09")
+        .expect("digest request");
+    assert_eq!((&*digest_request[7], &*digest_request[8]), ("5", "7"));
+    // The SHA-256 of the sample's blocks 5, 6 and 7.
+    assert_eq!(
+        row("0x0a")[12],
+        "11fd2ad97128175d32750be7bb80906f044ef7f97e85afe7f8fa2e389ad71e64,6dc6487901b6a00f072a1936479dd1d18974252006afb2e049722b506fb32f8a,05c6c99bd2550ebf5b0ccf41dc805a5225704358ec7825084e6b9fdffd5cc774"
     );
 }

@@ -23,6 +23,8 @@ local TYPES = {
     [0x06] = "Block Response Failure",
     [0x07] = "File Size Request",
     [0x08] = "File Size Response",
+    [0x09] = "Digest Request",
+    [0x0a] = "Digest Response",
     [0x7f] = "Error",
 }
 
@@ -39,6 +41,7 @@ local f = {
     reason = ProtoField.stringz("p2pblocks.reason", "Reason"),
     data_len = ProtoField.uint32("p2pblocks.data_len", "Block data length"),
     data = ProtoField.bytes("p2pblocks.data", "Block data"),
+    digest = ProtoField.bytes("p2pblocks.digest", "Block digest (SHA-256)"),
 }
 p2p.fields = f
 
@@ -83,7 +86,7 @@ end
 local function request_len(tvb, offset)
     local t = tvb(offset, 1):uint()
     if t == 0x00 or t == 0x02 or t == 0x07 then return 1 end
-    if t == 0x04 then return 5 end
+    if t == 0x04 or t == 0x09 then return 5 end
     return nil
 end
 
@@ -148,6 +151,15 @@ local function dissect_pdus(tvb, pinfo, tree)
             len = 1 + rlen
         elseif t == 0x08 then
             len = 5
+        elseif t == 0x0a then
+            -- As long as the request it answers: 32 bytes for each block asked for.
+            local request = queue[1]
+            if request == nil or request.start == nil or request.start > request.last then
+                local item = tree:add(p2p, tvb(offset), "p2p-blocks: Digest Response (length unknown)")
+                item:add(f.type, tvb(offset, 1))
+                return
+            end
+            len = 1 + 32 * (request.last - request.start + 1)
         else
             len = 1
         end
@@ -161,7 +173,7 @@ local function dissect_pdus(tvb, pinfo, tree)
         local item = tree:add(p2p, tvb(offset, len), "p2p-blocks: " .. name)
         item:add(f.type, tvb(offset, 1))
         table.insert(summary, name)
-        if t == 0x04 and to_server then
+        if (t == 0x04 or t == 0x09) and to_server then
             item:add(f.start, tvb(offset + 1, 2))
             item:add(f.last, tvb(offset + 3, 2))
         elseif t == 0x01 or t == 0x03 then
@@ -189,12 +201,16 @@ local function dissect_pdus(tvb, pinfo, tree)
             item:add(f.reason, tvb(offset + 1, len - 1))
         elseif t == 0x08 then
             item:add(f.file_size, tvb(offset + 1, 4))
+        elseif t == 0x0a then
+            for at = offset + 1, offset + len - 32, 32 do
+                item:add(f.digest, tvb(at, 32))
+            end
         end
 
         if not pinfo.visited then
-            if to_server and (t == 0x00 or t == 0x02 or t == 0x04 or t == 0x07) then
+            if to_server and (t == 0x00 or t == 0x02 or t == 0x04 or t == 0x07 or t == 0x09) then
                 local request = { kind = t }
-                if t == 0x04 then
+                if t == 0x04 or t == 0x09 then
                     request.start = tvb(offset + 1, 2):uint()
                     request.last = tvb(offset + 3, 2):uint()
                 end

@@ -1,6 +1,8 @@
 //! `cargo xtask bench ...`: measurements side by side with their anchors, in one run.
 //! Each prints a Markdown table for BENCHMARKS.md.
 
+mod fill;
+
 use crate::run::{ScratchDir, cargo, root, run};
 use p2p_testnet::TestNet;
 use std::io::{Read, Write};
@@ -35,6 +37,9 @@ enum BenchWhat {
     /// Each board's flash and RAM (static plus measured peak stack), and the QEMU board's
     /// download throughput beside the same firmware sending raw TCP.
     Firmware,
+    /// An empty host-sim filling itself from two host-sims against p2p-fetch from the same
+    /// two; the QEMU board filling against the same board serving.
+    Fill,
 }
 
 pub fn run_bench(args: BenchArgs) -> Result<(), String> {
@@ -44,6 +49,7 @@ pub fn run_bench(args: BenchArgs) -> Result<(), String> {
         Some(BenchWhat::Swarm) => swarm()?,
         Some(BenchWhat::P2pFetch) => p2p_fetch()?,
         Some(BenchWhat::Core) => core()?,
+        Some(BenchWhat::Fill) => fill::fill()?,
         None => {
             let mut all = Rows::default();
             for rows in [
@@ -52,6 +58,7 @@ pub fn run_bench(args: BenchArgs) -> Result<(), String> {
                 p2p_fetch()?,
                 swarm()?,
                 firmware()?,
+                fill::fill()?,
             ] {
                 all.0.extend(rows.0);
             }

@@ -1,7 +1,9 @@
 //! `cargo xtask demo`: the project's main job, end to end. Builds everything, makes a private
 //! test network, starts three host-sims that each hold a different part of the built-in sample
-//! file and list each other in a chain, runs p2p-fetch against the first, and checks that what
-//! it saved is the sample, byte for byte.
+//! file and list each other in a chain, and a fourth that starts empty and fills itself from
+//! them (verifying every block against the sample's manifest digest). Then p2p-fetch downloads
+//! from the filled node and the swarm it lists, checking every block against the manifest, and
+//! the saved file is compared with the sample byte for byte.
 
 use crate::run::{cargo, root, run};
 use p2p_testnet::TestNet;
@@ -17,13 +19,13 @@ pub fn run_demo() -> Result<(), String> {
     let sample = root().join("assets/sample.txt");
     let expected = std::fs::read(&sample).map_err(|e| format!("{}: {e}", sample.display()))?;
 
-    let mut net = TestNet::new(PARTS.len()).map_err(|e| {
+    let mut net = TestNet::new(PARTS.len() + 1).map_err(|e| {
         format!("{e}\nThe demo needs a private network namespace with TAP devices.")
     })?;
     println!(
         "test network {}: bridge 10.0.0.1/24, {} TAP devices",
         net.name(),
-        PARTS.len()
+        PARTS.len() + 1
     );
     for (index, blocks) in PARTS.iter().enumerate() {
         let ip = TestNet::host_addr(index);
@@ -49,26 +51,78 @@ pub fn run_demo() -> Result<(), String> {
     }
     wait_until_serving(&net, &TestNet::host_addr(0))?;
 
+    // The filling node: empty, told only the manifest digest and one peer.
+    let manifest = crate::firmware::sample_manifest().to_string();
+    let filling = PARTS.len();
+    let filling_ip = TestNet::host_addr(filling);
+    let scratch = std::env::temp_dir().join(format!("p2p-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let log_path = scratch.join("filling.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let mut command = net.command(bin.join("host-sim").to_str().unwrap_or("host-sim"));
+    command
+        .args([
+            "--tap",
+            &TestNet::tap(filling),
+            "--ip",
+            &format!("{filling_ip}/24"),
+        ])
+        .args([
+            "--manifest",
+            &manifest,
+            "--fetch-from",
+            &TestNet::host_addr(0),
+        ])
+        .arg("--store")
+        .arg(scratch.join("store"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    println!(
+        "
+host-sim {filling_ip} on {} starts empty: --manifest {manifest} --fetch-from {}",
+        TestNet::tap(filling),
+        TestNet::host_addr(0)
+    );
+    let filling_started = Instant::now();
+    net.spawn(&mut command).map_err(|e| e.to_string())?;
+    let filled = wait_for_line(&log_path, "file complete", Duration::from_secs(60));
+    let fill_time = filling_started.elapsed();
+    let shown = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for line in shown.lines().filter(|l| l.contains("fetch:")) {
+        println!("  {}", line.split("] ").nth(1).unwrap_or(line));
+    }
+    if !filled {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(format!("the filling node did not complete:\n{shown}"));
+    }
+    println!(
+        "host-sim {filling_ip} filled itself in {:.2} s (including start-up)",
+        fill_time.as_secs_f64()
+    );
+
     let output = std::env::temp_dir().join(format!("p2p-demo-{}.txt", std::process::id()));
     let _ = std::fs::remove_file(&output);
     let sha256 = sha256_hex(&expected)?;
     println!(
-        "\np2p-fetch {} -o {}\n",
-        TestNet::host_addr(0),
+        "\np2p-fetch {filling_ip} -o {} --manifest {manifest} --sha256 {sha256}\n",
         output.display()
     );
     let started = Instant::now();
     let status = net
         .command(bin.join("p2p-fetch").to_str().unwrap_or("p2p-fetch"))
         .args([
-            &TestNet::host_addr(0),
+            &filling_ip,
             "-o",
             output.to_str().unwrap_or_default(),
+            "--manifest",
+            &manifest,
             "--sha256",
             &sha256,
         ])
         .status()
         .map_err(|e| format!("cannot run p2p-fetch: {e}"))?;
+    let _ = std::fs::remove_dir_all(&scratch);
     let elapsed = started.elapsed();
     if !status.success() {
         return Err(format!("p2p-fetch failed ({status})"));
@@ -84,7 +138,7 @@ pub fn run_demo() -> Result<(), String> {
         ));
     }
     println!(
-        "\ndemo passed: {} bytes from three host-sims in {:.2} s, byte-identical to {} (sha256 {sha256})",
+        "\ndemo passed: {} bytes from the filled node and its swarm in {:.2} s, every block verified, byte-identical to {} (sha256 {sha256})",
         fetched.len(),
         elapsed.as_secs_f64(),
         sample.display()
@@ -107,6 +161,18 @@ fn wait_until_serving(net: &TestNet, ip: &str) -> Result<(), String> {
     } else {
         Err(format!("host-sim at {ip} did not start serving"))
     }
+}
+
+/// Whether `path` gets a line containing `needle` within `limit`.
+fn wait_for_line(path: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// `cargo xtask wait-for-port ADDR`: succeeds once ADDR accepts a TCP connection.

@@ -143,7 +143,9 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
         &mut sockets,
         &mut network,
         &mut |now, _, sockets, board| match &mut service {
-            Service::Protocol(server) => server.poll(now, sockets, &mut |event| log(event, board)),
+            Service::Protocol(server) => {
+                server.poll(now, sockets, &mut |event| log(event, &*board))
+            }
             Service::Raw(raw) => raw.poll(sockets),
         },
     )
@@ -192,9 +194,15 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
                         own = Some(addr);
                         fetcher.set_own_addr(addr);
                     }
-                    driver.poll(now, iface, sockets, &mut fetcher, store, &mut |event| {
-                        log_fetch(event, store)
-                    })
+                    driver.poll(
+                        now,
+                        iface,
+                        board.device(),
+                        sockets,
+                        &mut fetcher,
+                        store,
+                        &mut |event| log_fetch(event, store),
+                    )
                 }
                 None => None,
             };
@@ -212,7 +220,7 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
             }
             let serve_at = server
                 .as_mut()
-                .and_then(|server| server.poll(now, sockets, &mut |event| log(event, board)));
+                .and_then(|server| server.poll(now, sockets, &mut |event| log(event, &*board)));
             // New blocks become visible only between Block List Responses.
             if server.as_ref().is_none_or(|server| !server.listing()) {
                 store.publish();
@@ -237,7 +245,7 @@ fn socket_buffers<'a, const N: usize, const R: usize, const T: usize>(
 
 /// What runs on the sockets each round; returns when it next needs a poll.
 type Round<'r, 'a, B> =
-    dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &B) -> Option<Instant> + 'r;
+    dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &mut B) -> Option<Instant> + 'r;
 
 /// Polls the interface, the address and `round` until quiet, then sleeps until the next
 /// deadline or frame; forever.
