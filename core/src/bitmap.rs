@@ -68,13 +68,6 @@ impl<const B: usize> BlockBitmap<B> {
         (range.start()..=range.end()).all(|block| self.contains(block))
     }
 
-    /// Present blocks below `limit`.
-    pub fn count_below(&self, limit: u32) -> u32 {
-        (0..limit.min(Self::CAPACITY))
-            .filter(|&block| self.contains(block as u16))
-            .count() as u32
-    }
-
     /// The first run of present blocks that starts after `after` (from block 0 for `None`).
     pub fn run_after(&self, after: Option<u16>) -> Option<BlockRange> {
         let from = after.map_or(0, |block| u32::from(block) + 1);
@@ -105,7 +98,6 @@ mod tests {
         assert_eq!(set.run_after(Some(5)), BlockRange::new(9, 10));
         assert_eq!(set.run_after(Some(10)), BlockRange::new(31, 31));
         assert_eq!(set.run_after(Some(31)), None);
-        assert_eq!(set.count_below(10), 5);
         set.remove(1);
         assert!(!set.contains(1));
         assert!(!set.covers(BlockRange::new(0, 2).unwrap()));

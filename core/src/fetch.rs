@@ -32,9 +32,6 @@ use embedded_storage::nor_flash::NorFlash;
 pub const PIPELINE: usize = 8;
 /// Digests asked for in one Digest Request: 1 KiB of response.
 const MANIFEST_PART: u32 = 32;
-/// Block Requests a connection may have outstanding; the rest of the pipeline is for the
-/// manifest and list refreshes.
-const BLOCK_REQUESTS: usize = 4;
 /// How many candidate blocks the rarest-first choice looks at before taking the rarest seen.
 const SCAN_WINDOW: u32 = 512;
 
@@ -53,6 +50,10 @@ pub struct FetchConfig {
     pub refresh: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
+    /// Block Requests a connection keeps outstanding (at most [`PIPELINE`] - 2: the rest of
+    /// the pipeline is for the manifest and list refreshes). With `max_run`, what is in flight
+    /// per peer: match it to the receive window.
+    pub requests: usize,
     /// This node's own address, never connected to even if a peer lists it.
     pub own_addr: Option<PeerAddr>,
     /// Where the search for blocks starts, so nodes filling at once start apart.
@@ -66,6 +67,7 @@ impl Default for FetchConfig {
             retry_after: Duration::from_millis(1000),
             refresh: Duration::from_millis(500),
             max_run: 4,
+            requests: 4,
             own_addr: None,
             start_hint: 0,
         }
@@ -679,7 +681,8 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
                 return;
             };
-            if conn.block_requests() >= BLOCK_REQUESTS || !conn.has_room() {
+            let limit = self.config.requests.clamp(1, PIPELINE - 2);
+            if conn.block_requests() >= limit || !conn.has_room() {
                 return;
             }
             let Some(range) = self.choose(slot, geometry, store) else {

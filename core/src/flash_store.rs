@@ -99,8 +99,9 @@ pub struct FlashStore<F: NorFlash, const B: usize> {
     flash: RefCell<F>,
     manifest_digest: Digest,
     layout: Cell<Option<Layout>>,
-    /// Blocks verified and written.
+    /// Blocks verified and written, and how many.
     verified: RefCell<BlockBitmap<B>>,
+    verified_count: Cell<u32>,
     /// Blocks servers see: `verified` as of the last [`FlashStore::publish`].
     held: RefCell<BlockBitmap<B>>,
 }
@@ -127,6 +128,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
             manifest_digest,
             layout: Cell::new(None),
             verified: RefCell::new(BlockBitmap::new()),
+            verified_count: Cell::new(0),
             held: RefCell::new(BlockBitmap::new()),
         };
         if !ours {
@@ -165,8 +167,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
 
     /// Blocks verified so far.
     pub fn verified_count(&self) -> u32 {
-        let blocks = self.geometry().map_or(0, |g| g.block_count());
-        self.verified.borrow().count_below(blocks)
+        self.verified_count.get()
     }
 
     /// Whether every block is verified (true for an empty file once its manifest is).
@@ -215,6 +216,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         }
         self.write(COMMIT_OFFSET, &record)?;
         self.verified.borrow_mut().clear();
+        self.verified_count.set(0);
         self.held.borrow_mut().clear();
         self.layout.set(Some(layout));
         Ok(())
@@ -253,6 +255,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         let zeros = [0u8; DIGEST_LEN];
         self.write(slot, zeros.get(..F::WRITE_SIZE).ok_or(FillError::Flash)?)?;
         self.verified.borrow_mut().insert(block);
+        self.verified_count.set(self.verified_count.get() + 1);
         Ok(())
     }
 
@@ -307,6 +310,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
             // block is fetched again (its data slot was fully written before its record).
             if slot.iter().all(|&byte| byte == 0) {
                 verified.insert(block as u16);
+                self.verified_count.set(self.verified_count.get() + 1);
             }
         }
         Ok(())

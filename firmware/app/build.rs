@@ -12,6 +12,9 @@
 //!   static `ADDR/PREFIX`; `P2P_GATEWAY`: a static gateway.
 //! - `P2P_BENCH_RAW_TCP`: benchmark anchor only: instead of the protocol, send the served
 //!   file's length of raw TCP to whoever connects, through the same stack and buffers.
+//! - `P2P_BENCH_SHA256`: benchmark only: at start-up, hash the served file's first blocks
+//!   and log how long each took by the board's clock (under QEMU with `-icount`, a count of
+//!   instructions), then serve as usual.
 //! - `P2P_TEST_PANIC`: test only: panic right after start-up, so the tests see the panic path
 //!   (message logged, QEMU exits with a failure code).
 
@@ -134,6 +137,7 @@ fn generate() -> Result<(), String> {
     };
 
     let raw_tcp = setting("P2P_BENCH_RAW_TCP").is_some();
+    let bench_sha256 = setting("P2P_BENCH_SHA256").is_some();
     let test_panic = setting("P2P_TEST_PANIC").is_some();
 
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
@@ -171,6 +175,8 @@ fn generate() -> Result<(), String> {
          pub const GATEWAY: Option<[u8; 4]> = {gateway};\n\
          /// Benchmark anchor: send raw TCP instead of serving the protocol.\n\
          pub const BENCH_RAW_TCP: bool = {raw_tcp};\n\
+         /// Benchmark only: time the SHA-256 of the file's first blocks at start-up.\n\
+         pub const BENCH_SHA256: bool = {bench_sha256};\n\
          /// Test only: panic right after start-up.\n\
          pub const TEST_PANIC: bool = {test_panic};\n",
         geometry.block_count(),

@@ -70,6 +70,10 @@ pub fn service<'a, D: Device>(
         own_addr: Some(PeerAddr::new(args.ip.0.octets(), args.port)),
         // Nodes filling at once start their search apart.
         start_hint: u32::from(last).wrapping_mul(7919),
+        // 6 requests of up to 16 blocks: up to 96 KiB in flight per peer, within the
+        // fetching sockets' 256 KiB windows.
+        max_run: 16,
+        requests: 6,
         ..FetchConfig::default()
     };
     let started = Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
