@@ -131,8 +131,11 @@ pub enum FetchEvent {
     PeerError(PeerAddr),
     /// Writing to the store failed; the block or manifest is fetched again.
     StoreFailed(FillError),
-    /// Every block is verified and stored.
-    Complete,
+    /// Every block is verified and stored, this long after the manifest was verified (or, for
+    /// a store that resumed with its manifest, after the fetcher started).
+    Complete {
+        fill_time: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +274,10 @@ pub struct Fetcher<const P: usize, const C: usize, const B: usize, const K: usiz
     manifest: Manifest,
     cursor: u32,
     complete: bool,
+    /// The time of the latest call, for the events that report durations.
+    now: Instant,
+    /// When blocks could first be fetched: the manifest verified, or found in the store.
+    fill_started: Option<Instant>,
 }
 
 impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, C, B, K> {
@@ -284,6 +291,8 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             manifest: Manifest::Unknown,
             cursor: config.start_hint,
             complete: false,
+            now,
+            fill_started: None,
         };
         for &peer in peers {
             fetcher.add_peer(peer, now);
@@ -450,6 +459,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         store: &FlashStore<F, SB>,
         on_event: &mut dyn FnMut(FetchEvent),
     ) -> usize {
+        self.now = now;
         let mut used = 0;
         while used < input.len() {
             let Some(conn) = self.conn_mut(slot) else {
@@ -513,6 +523,10 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         store: &FlashStore<F, SB>,
         on_event: &mut dyn FnMut(FetchEvent),
     ) {
+        self.now = now;
+        if self.fill_started.is_none() && store.manifest_verified() {
+            self.fill_started = Some(now);
+        }
         self.check_complete(store, on_event);
         self.start_manifest(store, on_event);
         let stall = self.config.stall_timeout;
@@ -931,6 +945,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         match store.commit_manifest(file_size) {
             Ok(()) => {
                 self.manifest = Manifest::Verified;
+                self.fill_started = Some(self.now);
                 on_event(FetchEvent::ManifestVerified {
                     file_size,
                     from: self.peer_addr(slot),
@@ -1071,7 +1086,10 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             for conn in self.conns.iter_mut().flatten() {
                 conn.close = true;
             }
-            on_event(FetchEvent::Complete);
+            let started = self.fill_started.unwrap_or(self.now);
+            on_event(FetchEvent::Complete {
+                fill_time: self.now.saturating_since(started),
+            });
         }
     }
 }

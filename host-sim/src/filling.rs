@@ -144,12 +144,14 @@ fn progress_logger(store: &FillingStore) -> impl FnMut(FetchEvent) + '_ {
         }
         FetchEvent::PeerError(peer) => log::info!("fetch: {peer} sent an Error and closed"),
         FetchEvent::StoreFailed(error) => log::error!("fetch: store: {error}"),
-        FetchEvent::Complete => {
+        FetchEvent::Complete { fill_time } => {
             let geometry = store.geometry();
             log::info!(
-                "fetch: file complete: all {} blocks ({} bytes) verified; serving all of it",
+                "fetch: file complete: all {} blocks ({} bytes) verified, {} ms after the \
+                 manifest; serving all of it",
                 geometry.map_or(0, |g| g.block_count()),
-                geometry.map_or(0, |g| g.file_size())
+                geometry.map_or(0, |g| g.file_size()),
+                fill_time.millis()
             )
         }
     }

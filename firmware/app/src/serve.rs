@@ -328,9 +328,10 @@ fn log_fetch<F: NorFlash>(event: FetchEvent, store: &FillStore<F>) {
         FetchEvent::Stalled(peer) => defmt::warn!("fetch: {} stalled", peer),
         FetchEvent::PeerError(peer) => defmt::info!("fetch: {} sent an Error", peer),
         FetchEvent::StoreFailed(error) => defmt::error!("fetch: storage: {}", error),
-        FetchEvent::Complete => defmt::info!(
-            "fetch: file complete: all {=u32} blocks verified; serving all of it",
-            blocks
+        FetchEvent::Complete { fill_time } => defmt::info!(
+            "fetch: file complete: all {=u32} blocks verified, {=u64} ms after the manifest; serving all of it",
+            blocks,
+            fill_time.millis()
         ),
     }
 }
