@@ -271,6 +271,11 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         self.flash.into_inner()
     }
 
+    /// The flash, to read (an image of it, say); no store operation may run meanwhile.
+    pub fn flash(&self) -> core::cell::Ref<'_, F> {
+        self.flash.borrow()
+    }
+
     fn layout_for(&self, file_size: u32) -> Result<Layout, FillError> {
         let capacity = self.flash.borrow().capacity();
         Layout::new::<F>(file_size, capacity)

@@ -30,7 +30,7 @@ const FILL_TX_BUFFER: usize = 2048;
 const FETCHES: usize = 2;
 /// A fetching socket's receive window: block data in flight per fetch (both together stay
 /// within QEMU's LAN9118 RX FIFO). It sends only requests.
-const FETCH_RX_BUFFER: usize = 2048;
+const FETCH_RX_BUFFER: usize = 3072;
 const FETCH_TX_BUFFER: usize = 128;
 /// Peers a filling node keeps track of.
 const FETCH_PEERS: usize = 4;
