@@ -1,0 +1,235 @@
+//! One simulated node: a smoltcp interface on a switch port with the same serve-and-fetch loop
+//! host-sim and the boards run (p2p-core's server driver, fetch driver, fetcher and
+//! `FlashStore`), its flash in RAM so that a reset keeps it.
+
+use crate::switch::{Micros, mac_of};
+use p2p_core::driver::{LISTENERS, Server, SocketBuffers};
+use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
+use p2p_core::fetch_driver::FetchDriver;
+use p2p_core::flash_store::FlashStore;
+use p2p_core::ram_flash::RamFlash;
+use p2p_core::server::ServerConfig;
+use p2p_core::{DEFAULT_PORT, Digest, Duration, Instant, PeerAddr};
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant as NetInstant;
+use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
+use std::collections::VecDeque;
+
+/// Connections a node serves at once (two more sockets listen).
+const SERVING: usize = 8;
+const SOCKETS: usize = SERVING + LISTENERS;
+/// Connections a node fetches over at once, one per peer.
+const FETCHES: usize = 4;
+/// Peers a node keeps track of.
+const KNOWN_PEERS: usize = 32;
+/// Files of up to 8192 blocks (8 MiB at 1 KiB blocks).
+pub const BITMAP_BYTES: usize = 1024;
+const BLOCK_BUFFER: usize = 1024;
+const SERVE_RX: usize = 1024;
+const SERVE_TX: usize = 16 * 1024;
+const FETCH_RX: usize = 16 * 1024;
+const FETCH_TX: usize = 512;
+
+type NodeStore = FlashStore<RamFlash<'static>, BITMAP_BYTES>;
+type NodeFetcher = Fetcher<KNOWN_PEERS, FETCHES, BITMAP_BYTES, BLOCK_BUFFER>;
+
+/// The port's side of the link: frames the switch delivered, and frames to hand it.
+#[derive(Default)]
+pub struct Port {
+    pub inbox: VecDeque<Vec<u8>>,
+    pub outbox: Vec<Vec<u8>>,
+}
+
+pub struct PortRx(Vec<u8>);
+pub struct PortTx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for PortRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for PortTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let result = f(&mut frame);
+        self.0.push(frame);
+        result
+    }
+}
+
+impl phy::Device for Port {
+    type RxToken<'a> = PortRx;
+    type TxToken<'a> = PortTx<'a>;
+
+    fn receive(&mut self, _: NetInstant) -> Option<(PortRx, PortTx<'_>)> {
+        let frame = self.inbox.pop_front()?;
+        Some((PortRx(frame), PortTx(&mut self.outbox)))
+    }
+
+    fn transmit(&mut self, _: NetInstant) -> Option<PortTx<'_>> {
+        Some(PortTx(&mut self.outbox))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps
+    }
+}
+
+/// Node `index`'s address: 10.0.0.0/8, from 10.0.0.2 on.
+pub fn ip_of(index: usize) -> [u8; 4] {
+    let host = index as u32 + 2;
+    let [_, b, c, d] = host.to_be_bytes();
+    [10, b, c, d]
+}
+
+/// What the fleet learns from a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    Complete,
+    Dropped { peer: PeerAddr, reason: String },
+    Stalled(PeerAddr),
+}
+
+/// One incarnation of a node (a reset makes a new one over the same flash).
+pub struct Node {
+    pub index: usize,
+    pub port: Port,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    server: Option<Server<'static, SOCKETS>>,
+    serve_buffers: Option<[SocketBuffers<'static>; SOCKETS]>,
+    driver: FetchDriver<FETCHES>,
+    fetcher: Box<NodeFetcher>,
+    store: &'static NodeStore,
+    listed: &'static [PeerAddr],
+    pub next_poll: Micros,
+    pub events: Vec<NodeEvent>,
+}
+
+fn leak(len: usize) -> &'static mut [u8] {
+    vec![0u8; len].leak()
+}
+
+fn buffers<const N: usize>(rx: usize, tx: usize) -> [SocketBuffers<'static>; N] {
+    [(); N].map(|()| SocketBuffers {
+        rx: leak(rx),
+        tx: leak(tx),
+    })
+}
+
+impl Node {
+    /// A node on port `index` whose flash is `flash` (kept across resets), for the file of
+    /// `manifest`, knowing `peers`.
+    pub fn start(
+        index: usize,
+        flash: &'static mut [u8],
+        manifest: Digest,
+        peers: &[PeerAddr],
+        now: Micros,
+    ) -> Self {
+        let store: &'static NodeStore = Box::leak(Box::new(
+            FlashStore::open(RamFlash::new(flash), manifest)
+                .unwrap_or_else(|error| panic!("node {index}: storage: {error}")),
+        ));
+        let mac = mac_of(index);
+        let mut port = Port::default();
+        let mut config = Config::new(EthernetAddress(mac).into());
+        config.random_seed = index as u64 + 1;
+        let at = NetInstant::from_micros(now as i64);
+        let mut iface = Interface::new(config, &mut port, at);
+        let [a, b, c, d] = ip_of(index);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(Ipv4Address::new(a, b, c, d).into(), 8));
+        });
+        let mut sockets = SocketSet::new(Vec::new());
+        let driver = FetchDriver::new(&mut sockets, buffers(FETCH_RX, FETCH_TX), index as u16);
+        let own = PeerAddr::new(ip_of(index), DEFAULT_PORT);
+        let fetch_config = FetchConfig {
+            own_addr: Some(own),
+            start_hint: (index as u32).wrapping_mul(7919),
+            stall_timeout: Duration::from_millis(1500),
+            refresh: Duration::from_millis(100),
+            ..FetchConfig::default()
+        };
+        let millis = Instant::from_millis(now / 1000);
+        let fetcher = Box::new(NodeFetcher::new(fetch_config, peers, millis));
+        Self {
+            index,
+            port,
+            iface,
+            sockets,
+            server: None,
+            serve_buffers: Some(buffers(SERVE_RX, SERVE_TX)),
+            driver,
+            fetcher,
+            store,
+            listed: peers.to_vec().leak(),
+            next_poll: now,
+            events: Vec::new(),
+        }
+    }
+
+    /// A copy of this node's flash, to start its next incarnation from after a reset.
+    pub fn flash_image(&self) -> Vec<u8> {
+        self.store.flash().as_bytes().to_vec()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.store.is_complete()
+    }
+
+    /// Runs the node's loop until it is quiet at `now`.
+    pub fn poll(&mut self, now: Micros) {
+        let at = NetInstant::from_micros(now as i64);
+        let store = self.store;
+        let events = &mut self.events;
+        let mut next: Option<NetInstant> = None;
+        for _ in 0..32 {
+            let polled = self.iface.poll(at, &mut self.port, &mut self.sockets);
+            let fetch_at = self.driver.poll(
+                at,
+                &mut self.iface,
+                &mut self.port,
+                &mut self.sockets,
+                &mut self.fetcher,
+                store,
+                &mut |event| match event {
+                    FetchEvent::Complete { .. } => events.push(NodeEvent::Complete),
+                    FetchEvent::PeerDropped { peer, reason } => events.push(NodeEvent::Dropped {
+                        peer,
+                        reason: reason.to_string(),
+                    }),
+                    FetchEvent::Stalled(peer) => events.push(NodeEvent::Stalled(peer)),
+                    _ => {}
+                },
+            );
+            if self.server.is_none()
+                && store.manifest_verified()
+                && let Some(buffers) = self.serve_buffers.take()
+            {
+                let config = ServerConfig::new(store, self.listed);
+                self.server = Some(Server::new(config, DEFAULT_PORT, &mut self.sockets, buffers));
+            }
+            let serve_at = self
+                .server
+                .as_mut()
+                .and_then(|server| server.poll(at, &mut self.sockets, &mut |_| {}));
+            if self.server.as_ref().is_none_or(|server| !server.listing()) {
+                store.publish();
+            }
+            next = [self.iface.poll_at(at, &self.sockets), fetch_at, serve_at]
+                .into_iter()
+                .flatten()
+                .min();
+            if polled == PollResult::None {
+                break;
+            }
+        }
+        self.next_poll = next.map_or(Micros::MAX, |t| t.total_micros().max(0) as Micros);
+    }
+}
