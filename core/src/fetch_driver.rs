@@ -24,7 +24,8 @@ enum Link {
     Free,
     Connecting,
     Open,
-    /// We closed it; freed once the connection is over.
+    /// We reset it; freed at the next poll, once the interface has sent the reset (a socket
+    /// reused before that would never send it).
     Closing,
 }
 
@@ -128,7 +129,10 @@ impl<const C: usize> FetchDriver<C> {
                 }
             }
             if *link != Link::Free && fetcher.wants_close(slot) {
-                socket.close();
+                // A reset, not a close: the peer may still have answers queued for us, and a
+                // closing socket that no longer reads would hold both ends (and this slot)
+                // until the peer's idle timeout.
+                socket.abort();
                 *link = Link::Closing;
             }
         }

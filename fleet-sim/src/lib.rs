@@ -133,7 +133,7 @@ impl Report {
 /// The test file: `len` bytes of a pattern from the seed.
 pub fn file_of(len: u32, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed ^ 0x4649_4C45);
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Flash for a node holding a file of `len` bytes: header, manifest, record and data.
@@ -288,6 +288,11 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
                         log.record(now, index, &format!("dropped {peer}: {reason}"));
                     }
                     NodeEvent::Stalled(peer) => log.record(now, index, &format!("stalled {peer}")),
+                    NodeEvent::Other(what) => {
+                        if std::env::var_os("FLEET_TRACE").is_some() {
+                            log.record(now, index, &what);
+                        }
+                    }
                 }
             }
         }
@@ -386,6 +391,9 @@ struct Log {
 
 impl Log {
     fn record(&mut self, at: Micros, node: usize, what: &str) {
+        if std::env::var_os("FLEET_TRACE").is_some() {
+            eprintln!("{:>10.6} node {node}: {what}", at as f64 / 1e6);
+        }
         if self.digest == 0 {
             self.digest = 0xcbf2_9ce4_8422_2325;
         }

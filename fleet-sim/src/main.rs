@@ -70,7 +70,10 @@ fn main() -> ExitCode {
     let tty = std::io::stderr().is_terminal();
     let report = run(&config, &mut |t, done| {
         if tty {
-            eprint!("\rsimulated {t:.0} s: {done}/{} nodes complete", config.nodes);
+            eprint!(
+                "\rsimulated {t:.0} s: {done}/{} nodes complete",
+                config.nodes
+            );
         }
     });
     if tty {

@@ -28,7 +28,7 @@ pub const BITMAP_BYTES: usize = 1024;
 const BLOCK_BUFFER: usize = 1024;
 const SERVE_RX: usize = 1024;
 const SERVE_TX: usize = 16 * 1024;
-const FETCH_RX: usize = 16 * 1024;
+const FETCH_RX: usize = 8 * 1024;
 const FETCH_TX: usize = 512;
 
 type NodeStore = FlashStore<RamFlash<'static>, BITMAP_BYTES>;
@@ -91,8 +91,13 @@ pub fn ip_of(index: usize) -> [u8; 4] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
     Complete,
-    Dropped { peer: PeerAddr, reason: String },
+    Dropped {
+        peer: PeerAddr,
+        reason: String,
+    },
     Stalled(PeerAddr),
+    /// Anything else the fetcher reported, for the trace.
+    Other(String),
 }
 
 /// One incarnation of a node (a reset makes a new one over the same flash).
@@ -152,8 +157,9 @@ impl Node {
         let fetch_config = FetchConfig {
             own_addr: Some(own),
             start_hint: (index as u32).wrapping_mul(7919),
-            stall_timeout: Duration::from_millis(1500),
-            refresh: Duration::from_millis(100),
+            stall_timeout: Duration::from_millis(2000),
+            refresh: Duration::from_millis(20),
+            retry_after: Duration::from_millis(100),
             ..FetchConfig::default()
         };
         let millis = Instant::from_millis(now / 1000);
@@ -205,7 +211,7 @@ impl Node {
                         reason: reason.to_string(),
                     }),
                     FetchEvent::Stalled(peer) => events.push(NodeEvent::Stalled(peer)),
-                    _ => {}
+                    other => events.push(NodeEvent::Other(format!("{other:?}"))),
                 },
             );
             if self.server.is_none()
@@ -213,7 +219,12 @@ impl Node {
                 && let Some(buffers) = self.serve_buffers.take()
             {
                 let config = ServerConfig::new(store, self.listed);
-                self.server = Some(Server::new(config, DEFAULT_PORT, &mut self.sockets, buffers));
+                self.server = Some(Server::new(
+                    config,
+                    DEFAULT_PORT,
+                    &mut self.sockets,
+                    buffers,
+                ));
             }
             let serve_at = self
                 .server

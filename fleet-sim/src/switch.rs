@@ -180,7 +180,8 @@ impl Switch {
     }
 
     fn lose(&mut self) -> bool {
-        let lost = self.config.loss_ppm > 0 && self.rng.below(1_000_000) < u64::from(self.config.loss_ppm);
+        let lost =
+            self.config.loss_ppm > 0 && self.rng.below(1_000_000) < u64::from(self.config.loss_ppm);
         if lost {
             self.stats.lost += 1;
         }
@@ -280,6 +281,9 @@ mod tests {
         for _ in 0..5 {
             switch.send(0, 0, frame(1, 1000));
         }
-        assert_eq!(switch.stats.queue_drops, 2);
+        // The backlog counts the frame on the wire with its preamble and gap (1020 bytes):
+        // two frames fit in 3000 bytes, the other three are dropped.
+        assert_eq!(switch.stats.queue_drops, 3);
+        assert_eq!(switch.stats.sent_bytes[0], 2000);
     }
 }
