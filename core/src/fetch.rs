@@ -30,8 +30,8 @@ use embedded_storage::nor_flash::NorFlash;
 
 /// Requests a connection may have outstanding (pipelined).
 pub const PIPELINE: usize = 8;
-/// Digests asked for in one Digest Request: 1 KiB of response.
-const MANIFEST_PART: u32 = 32;
+/// Digests asked for in one Digest Request: 4 KiB of response.
+const MANIFEST_PART: u32 = 128;
 /// How many candidate blocks the rarest-first choice looks at before taking the rarest seen.
 const SCAN_WINDOW: u32 = 512;
 
@@ -48,6 +48,10 @@ pub struct FetchConfig {
     /// How often an otherwise idle connection asks its peer's Block List again: a peer that
     /// is itself filling gains blocks.
     pub refresh: Duration,
+    /// A connection whose peer has had nothing this node wants for this long is closed when
+    /// another known peer waits to be tried, so the connection goes to a peer that may have
+    /// something (the peer is tried again later).
+    pub rotate_after: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
     /// Block Requests a connection keeps outstanding (at most [`PIPELINE`] - 2: the rest of
@@ -66,6 +70,7 @@ impl Default for FetchConfig {
             stall_timeout: Duration::from_millis(2000),
             retry_after: Duration::from_millis(1000),
             refresh: Duration::from_millis(500),
+            rotate_after: Duration::from_millis(2000),
             max_run: 4,
             requests: 4,
             own_addr: None,
@@ -183,6 +188,8 @@ struct Conn<const K: usize> {
     buffer: heapless::Vec<u8, K>,
     since: Instant,
     next_refresh: Instant,
+    /// When a block was last asked of this peer (or the connection opened).
+    useful_at: Instant,
     greeted: bool,
 }
 
@@ -200,6 +207,7 @@ impl<const K: usize> Conn<K> {
             buffer: heapless::Vec::new(),
             since: now,
             next_refresh: now,
+            useful_at: now,
             greeted: false,
         }
     }
@@ -372,6 +380,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if let Some(conn) = self.conn_mut(slot) {
             conn.open = true;
             conn.since = now;
+            conn.useful_at = now;
         }
     }
 
@@ -530,7 +539,22 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         self.check_complete(store, on_event);
         self.start_manifest(store, on_event);
         let stall = self.config.stall_timeout;
+        let rotate = self.config.rotate_after;
+        let waiting_peer = self
+            .peers
+            .iter()
+            .any(|peer| matches!(peer.state, PeerState::Idle { retry_at } if retry_at <= now));
         for conn in self.conns.iter_mut().flatten() {
+            let idle = conn.open
+                && conn
+                    .asked
+                    .iter()
+                    .all(|asked| matches!(asked, Asked::Info | Asked::BlockList));
+            if idle && waiting_peer && !conn.close && now >= conn.useful_at + rotate {
+                // Not a failure: the peer simply has nothing for us now.
+                conn.close = true;
+                continue;
+            }
             let waiting = !conn.open || !conn.asked.is_empty();
             if waiting && !conn.close && now >= conn.since + stall {
                 conn.close = true;
@@ -713,6 +737,9 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                 return;
             }
             self.in_flight.insert_range(range);
+            if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+                conn.useful_at = self.now;
+            }
         }
     }
 

@@ -160,6 +160,7 @@ impl Node {
             stall_timeout: Duration::from_millis(2000),
             refresh: Duration::from_millis(20),
             retry_after: Duration::from_millis(100),
+            rotate_after: Duration::from_millis(100),
             ..FetchConfig::default()
         };
         let millis = Instant::from_millis(now / 1000);

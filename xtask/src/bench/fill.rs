@@ -19,6 +19,66 @@ const BOARD_FILE: u64 = 900 << 10;
 pub fn fill() -> Result<Rows, String> {
     let mut rows = host_sim_fill()?;
     rows.0.extend(board_fill()?.0);
+    rows.0.extend(board_sha256()?.0);
+    Ok(rows)
+}
+
+/// What verifying a block costs the board: the firmware built with P2P_BENCH_SHA256 hashes
+/// 1024 blocks at start-up by its own clock, under QEMU's `-icount shift=0`, where the clock
+/// advances 1 ns per instruction: the figure is instructions per block.
+fn board_sha256() -> Result<Rows, String> {
+    ensure_defmt_print()?;
+    let target = root().join("firmware/target/bench-sha256");
+    let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(root().join("firmware"))
+        .args(["build", "--release", "-p", "mps2-an386"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("P2P_BENCH_SHA256", "1")
+        .env_remove("P2P_FILE")
+        .env_remove("P2P_BLOCKS")
+        .env_remove("P2P_MANIFEST")
+        .env_remove("P2P_BENCH_RAW_TCP")
+        .env_remove("P2P_TEST_PANIC");
+    run(&mut cargo)?;
+    let elf = target.join("thumbv7em-none-eabihf/release/mps2-an386");
+    let scratch = ScratchDir::new("sha256-bench")?;
+    let log = scratch.join("board.defmt");
+    let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
+    let mut command = net.qemu_board(0, 0x10, &elf);
+    command
+        .args(["-icount", "shift=0"])
+        .stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?);
+    net.spawn(&mut command).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        if let Some(line) = decode(&elf, &log)?
+            .into_iter()
+            .find(|m| m.contains("sha256:"))
+        {
+            break line;
+        }
+        if Instant::now() > deadline {
+            return Err("the board logged no sha256 figure".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let per_block: u64 = line
+        .split(" ns a block")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("no figure in {line:?}"))?;
+    if !line.contains("1024 matched") {
+        return Err(format!(
+            "the board's hashes did not match its digests: {line}"
+        ));
+    }
+    let mut rows = Rows::default();
+    rows.push(format!(
+        "| SHA-256 of a 1 KiB block on mps2-an386 (QEMU -icount shift=0: instructions, not cycles) | {per_block} instructions | at 1 instruction a cycle, 180 MHz: {:.0} us | | |",
+        per_block as f64 / 180.0
+    ));
     Ok(rows)
 }
 
@@ -151,27 +211,35 @@ fn board_fill() -> Result<Rows, String> {
     start_source(&mut net, &host_sim, 0, &file, None)?;
     start_source(&mut net, &host_sim, 1, &file, None)?;
     let log = scratch.join("board.defmt");
-    let mut command = net.qemu_board(2, 0x10, &elf);
-    command.stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?);
-    net.spawn(&mut command).map_err(|e| e.to_string())?;
-    // The board times the fill itself, from its manifest verified to its file complete.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let filled = loop {
-        let messages = decode(&elf, &log)?;
-        if let Some(done) = messages.iter().find(|m| m.contains("file complete")) {
-            let millis = done
-                .split(" ms after")
-                .next()
-                .and_then(|head| head.rsplit(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| format!("no fill time in {done:?}"))?;
-            break Duration::from_millis(millis);
+    // Each boot starts empty (the storage is RAM, and QEMU starts afresh); the last stays up
+    // to be timed serving.
+    let mut board = None;
+    let filled = best_of(|| {
+        if let Some(index) = board.take() {
+            net.kill(index);
         }
-        if Instant::now() > deadline {
-            return Err(format!("the board did not fill: {messages:?}"));
+        let mut command = net.qemu_board(2, 0x10, &elf);
+        command.stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?);
+        board = Some(net.spawn(&mut command).map_err(|e| e.to_string())?);
+        // The board times the fill itself, from its manifest verified to its file complete.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let messages = decode(&elf, &log)?;
+            if let Some(done) = messages.iter().find(|m| m.contains("file complete")) {
+                let millis = done
+                    .split(" ms after")
+                    .next()
+                    .and_then(|head| head.rsplit(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| format!("no fill time in {done:?}"))?;
+                return Ok(Duration::from_millis(millis));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the board did not fill: {messages:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    })?;
     // The same board serving what it filled, whole, in the same run.
     let blocks = p2p_core::Geometry::new(BOARD_FILE as u32).block_count();
     let [hi, lo] = u16::try_from(blocks - 1).unwrap_or(u16::MAX).to_be_bytes();
