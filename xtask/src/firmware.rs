@@ -30,6 +30,9 @@ pub fn run_command(args: FirmwareArgs) -> Result<(), String> {
             for board in BOARDS {
                 println!("{}", footprint(board)?);
             }
+            for footprint in filling_footprints()? {
+                println!("{footprint}");
+            }
             Ok(())
         }
     }
@@ -156,8 +159,29 @@ impl std::fmt::Display for Footprint {
 }
 
 pub fn footprint(board: &str) -> Result<Footprint, String> {
-    let elf = elf(board);
-    let sections = output(command("readelf").args(["-S", "-W"]).arg(&elf))?;
+    footprint_of(board, &elf(board))
+}
+
+/// The filling-node builds of both boards (`P2P_MANIFEST`: no file, the fetcher instead).
+pub fn filling_footprints() -> Result<Vec<Footprint>, String> {
+    [
+        ("mps2-an386", "filling"),
+        ("nucleo-f429zi", "nucleo-filling"),
+    ]
+    .into_iter()
+    .map(|(board, build)| {
+        let elf = root()
+            .join("firmware/target")
+            .join(build)
+            .join("thumbv7em-none-eabihf/release")
+            .join(board);
+        footprint_of(&format!("{board} filling node"), &elf)
+    })
+    .collect()
+}
+
+fn footprint_of(board: &str, elf: &std::path::Path) -> Result<Footprint, String> {
+    let sections = output(command("readelf").args(["-S", "-W"]).arg(elf))?;
     let size_of = |name: &str| -> u64 {
         sections
             .lines()
@@ -168,7 +192,7 @@ pub fn footprint(board: &str) -> Result<Footprint, String> {
             })
             .sum()
     };
-    let symbols = output(command("nm").args(["-S", "--size-sort"]).arg(&elf))?;
+    let symbols = output(command("nm").args(["-S", "--size-sort"]).arg(elf))?;
     let file = symbols
         .lines()
         .filter(|line| line.contains("FILE_DATA") || line.contains("p2p_firmware8settings7DIGESTS"))
