@@ -23,8 +23,9 @@ const SOCKETS: usize = CONNECTIONS + LISTENERS;
 const RX_BUFFER: usize = 512;
 /// Bounds the block data in flight per connection.
 const TX_BUFFER: usize = 4096;
-/// A filling node serves with smaller transmit buffers, to leave room for fetching within
-/// the RAM budget.
+/// A filling node serves with smaller buffers, to leave room for fetching within the RAM
+/// budget: 256 bytes still hold 51 pipelined requests.
+const FILL_RX_BUFFER: usize = 256;
 const FILL_TX_BUFFER: usize = 2048;
 /// A filling node's connections fetching at once, one per peer.
 const FETCHES: usize = 2;
@@ -162,7 +163,7 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(config, board.device(), now);
     let mut storage: [SocketStorage<'_>; SOCKETS + FETCHES + 1] = Default::default();
-    let mut rx = [[0u8; RX_BUFFER]; SOCKETS];
+    let mut rx = [[0u8; FILL_RX_BUFFER]; SOCKETS];
     let mut tx = [[0u8; FILL_TX_BUFFER]; SOCKETS];
     let mut fetch_rx = [[0u8; FETCH_RX_BUFFER]; FETCHES];
     let mut fetch_tx = [[0u8; FETCH_TX_BUFFER]; FETCHES];
