@@ -20,7 +20,7 @@ use crate::bitmap::BlockBitmap;
 use crate::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
 use crate::flash_store::{FillError, FlashStore};
 use crate::geometry::Geometry;
-use crate::manifest::{BlockHasher, ManifestHasher};
+use crate::manifest::{BlockAssembler, ManifestHasher};
 use crate::ranges::BlockRange;
 use crate::store::BlockStore;
 use crate::time::{Duration, Instant};
@@ -182,10 +182,8 @@ struct Conn<const K: usize> {
     asked: heapless::Deque<Asked, PIPELINE>,
     /// Encoded requests not yet handed to the caller.
     out: heapless::Vec<u8, { PIPELINE * Request::MAX_LEN }>,
-    /// The block being received, its hash so far and its bytes.
-    block: Option<u16>,
-    hasher: BlockHasher,
-    buffer: heapless::Vec<u8, K>,
+    /// The block being received, hashed as it arrives.
+    assembler: BlockAssembler<K>,
     since: Instant,
     next_refresh: Instant,
     /// When a block was last asked of this peer (or the connection opened).
@@ -202,9 +200,7 @@ impl<const K: usize> Conn<K> {
             session: ClientSession::new(ClientLimits::default()),
             asked: heapless::Deque::new(),
             out: heapless::Vec::new(),
-            block: None,
-            hasher: BlockHasher::new(),
-            buffer: heapless::Vec::new(),
+            assembler: BlockAssembler::new(),
             since: now,
             next_refresh: now,
             useful_at: now,
@@ -999,52 +995,54 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         };
         let from = self.peer_addr(slot);
         while !data.is_empty() {
-            let block = (offset / geometry.block_size()) as u16;
-            let Some(span) = geometry.span(BlockRange::single(block)) else {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            let Some(conn) = self.conn_mut(slot) else {
-                return;
-            };
-            if conn.block != Some(block) {
-                conn.block = Some(block);
-                conn.hasher = BlockHasher::new();
-                conn.buffer.clear();
-            }
-            let missing = span.len as usize - conn.buffer.len();
-            let (piece, rest) = data.split_at(missing.min(data.len()));
-            if conn.buffer.extend_from_slice(piece).is_err() {
-                // Unreachable: blocks larger than K are refused with the manifest.
-                conn.close = true;
-                return;
-            }
-            conn.hasher.update(piece);
-            offset += piece.len() as u32;
-            data = rest;
-            if conn.buffer.len() < span.len as usize {
-                continue;
-            }
-            conn.block = None;
-            let digest = core::mem::take(&mut conn.hasher).finish();
-            if store.digest(block) != Some(digest) {
-                self.drop_peer(slot, DropReason::BadBlock(block), on_event);
-                return;
-            }
-            let fresh = !store.is_verified(block);
-            let written = store.put_block(block, &conn.buffer);
-            self.in_flight.remove(block);
-            match written {
-                Ok(()) if fresh => {
-                    if let Some(peer) = self.peer_of(slot).map(|p| p.addr)
-                        && let Some(p) = self.peers.iter_mut().find(|p| p.addr == peer)
-                    {
-                        p.failures = 0;
+            let index = conn.peer;
+            // What became of the block, decided while the assembler holds its bytes.
+            let outcome = match conn.assembler.push(geometry, offset, data) {
+                // Unreachable for a server that keeps to its requests: blocks larger than K
+                // are refused with the manifest, and data comes in order.
+                Err(error) => Err(error.block),
+                Ok((used, whole)) => {
+                    offset += used as u32;
+                    data = data.get(used..).unwrap_or_default();
+                    match whole {
+                        None => Ok(None),
+                        Some(whole) if store.digest(whole.block) != Some(whole.digest) => {
+                            Err(whole.block)
+                        }
+                        Some(whole) => {
+                            let fresh = !store.is_verified(whole.block);
+                            Ok(Some((
+                                whole.block,
+                                fresh,
+                                store.put_block(whole.block, whole.bytes),
+                            )))
+                        }
                     }
-                    on_event(FetchEvent::BlockVerified { block, from });
-                    self.check_complete(store, on_event);
                 }
-                Ok(()) => {}
-                Err(error) => on_event(FetchEvent::StoreFailed(error)),
+            };
+            match outcome {
+                Ok(None) => {}
+                Err(block) => {
+                    self.drop_peer(slot, DropReason::BadBlock(block), on_event);
+                    return;
+                }
+                Ok(Some((block, fresh, written))) => {
+                    self.in_flight.remove(block);
+                    match written {
+                        Ok(()) if fresh => {
+                            if let Some(peer) = self.peers.get_mut(index) {
+                                peer.failures = 0;
+                            }
+                            on_event(FetchEvent::BlockVerified { block, from });
+                            self.check_complete(store, on_event);
+                        }
+                        Ok(()) => {}
+                        Err(error) => on_event(FetchEvent::StoreFailed(error)),
+                    }
+                }
             }
         }
     }

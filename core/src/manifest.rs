@@ -6,6 +6,8 @@
 //! the size and the block digests it fetches from peers are trusted only once they hash to it,
 //! and every block only once it hashes to its digest.
 
+use crate::geometry::Geometry;
+use crate::ranges::BlockRange;
 use core::fmt;
 use sha2::{Digest as _, Sha256};
 
@@ -104,6 +106,89 @@ impl BlockHasher {
     }
 }
 
+/// Block data of one connection, gathered into whole blocks and hashed as it arrives: block
+/// data comes in order per connection, so one block at a time is enough. `K` is the largest
+/// block it holds.
+pub struct BlockAssembler<const K: usize> {
+    block: Option<u16>,
+    hasher: BlockHasher,
+    bytes: heapless::Vec<u8, K>,
+}
+
+/// A block gathered whole: its number, its bytes' SHA-256 and the bytes (not yet checked
+/// against anything).
+pub struct WholeBlock<'a> {
+    pub block: u16,
+    pub digest: Digest,
+    pub bytes: &'a [u8],
+}
+
+/// Block data that cannot be gathered: beyond the file, not continuing the block being
+/// gathered (nor starting one), or a block larger than the assembler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AssemblyError {
+    pub block: u16,
+}
+
+impl<const K: usize> Default for BlockAssembler<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const K: usize> BlockAssembler<K> {
+    pub fn new() -> Self {
+        Self {
+            block: None,
+            hasher: BlockHasher::new(),
+            bytes: heapless::Vec::new(),
+        }
+    }
+
+    /// Takes block data at `offset` of a file of `geometry`, up to the end of the block it is
+    /// in; returns how much of `data` it used, and the block once it is whole.
+    pub fn push(
+        &mut self,
+        geometry: Geometry,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(usize, Option<WholeBlock<'_>>), AssemblyError> {
+        let block = (offset / geometry.block_size()) as u16;
+        let span = geometry
+            .span(BlockRange::single(block))
+            .ok_or(AssemblyError { block })?;
+        if self.block != Some(block) {
+            self.block = Some(block);
+            self.hasher = BlockHasher::new();
+            self.bytes.clear();
+        }
+        if offset != span.offset + self.bytes.len() as u32 {
+            self.block = None;
+            return Err(AssemblyError { block });
+        }
+        let missing = span.len as usize - self.bytes.len();
+        let piece = data.get(..missing.min(data.len())).unwrap_or_default();
+        self.bytes
+            .extend_from_slice(piece)
+            .map_err(|_| AssemblyError { block })?;
+        self.hasher.update(piece);
+        if self.bytes.len() < span.len as usize {
+            return Ok((piece.len(), None));
+        }
+        self.block = None;
+        let digest = core::mem::take(&mut self.hasher).finish();
+        Ok((
+            piece.len(),
+            Some(WholeBlock {
+                block,
+                digest,
+                bytes: &self.bytes,
+            }),
+        ))
+    }
+}
+
 /// Streaming SHA-256 of manifest bytes: the size first, then each block digest in order, so a
 /// manifest fetched in parts needs no memory beyond the digest being read. Nothing fed to it is
 /// trusted until [`ManifestHasher::finish`] equals the manifest digest.
@@ -187,6 +272,40 @@ mod tests {
     #[test]
     fn an_empty_file_has_a_manifest_of_its_size_alone() {
         assert_eq!(manifest_digest(0, &[]), Digest::of(&[0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn blocks_are_gathered_whole_across_pieces() {
+        let data = example_file();
+        let geometry = Geometry::new(2500);
+        let mut assembler = BlockAssembler::<1024>::new();
+        let mut whole = Vec::new();
+        let (mut offset, mut rest) = (0u32, &data[..]);
+        while !rest.is_empty() {
+            let chunk = &rest[..rest.len().min(300)];
+            let (used, block) = assembler.push(geometry, offset, chunk).unwrap();
+            if let Some(block) = block {
+                assert_eq!(block.digest, Digest::of(block.bytes));
+                whole.push((block.block, block.bytes.len()));
+            }
+            offset += used as u32;
+            rest = &rest[used..];
+        }
+        assert_eq!(whole, [(0, 1024), (1, 1024), (2, 452)]);
+        // Joined part-way through a block: nothing to hash it from.
+        assert_eq!(
+            assembler.push(geometry, 1000, &data[1000..1100]).err(),
+            Some(AssemblyError { block: 0 })
+        );
+        let mut small = BlockAssembler::<100>::new();
+        assert_eq!(
+            small.push(geometry, 0, &data[..200]).err(),
+            Some(AssemblyError { block: 0 })
+        );
+        assert_eq!(
+            assembler.push(geometry, 3072, &[0]).err(),
+            Some(AssemblyError { block: 3 })
+        );
     }
 
     #[test]

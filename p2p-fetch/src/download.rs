@@ -11,7 +11,7 @@ use crate::pace::Pace;
 use crate::part_file::PartFile;
 use crate::scheduler::{Assignment, Scheduler};
 use p2p_core::client::ClientEvent;
-use p2p_core::manifest::BlockHasher;
+use p2p_core::manifest::BlockAssembler;
 use p2p_core::{BlockRange, Digest, Geometry, Request};
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -65,12 +65,8 @@ pub struct Download<'a> {
 }
 
 /// The block a connection is receiving, hashed as it arrives and saved only once whole and
-/// verified.
-struct Assembly {
-    block: Option<u16>,
-    hasher: BlockHasher,
-    bytes: Vec<u8>,
-}
+/// verified: up to the largest block (64 KiB, of a file near 4 GiB).
+type Assembly = BlockAssembler<65536>;
 
 impl Download<'_> {
     /// Downloads from one peer over `connections` connections until nothing is left for it.
@@ -164,11 +160,7 @@ impl Download<'_> {
         // The peer's file may have changed since discovery; check before trusting its data.
         connection.send(&[Request::FileSize])?;
         let mut pace = Pace::new(self.geometry.block_size());
-        let mut assembly = Assembly {
-            block: None,
-            hasher: BlockHasher::new(),
-            bytes: Vec::with_capacity(self.geometry.block_size() as usize),
-        };
+        let mut assembly = Box::new(Assembly::new());
         let mut nothing_left = false;
         let mut last_send = Instant::now();
         loop {
@@ -260,40 +252,29 @@ impl Download<'_> {
         stats: &PeerStats,
     ) -> Result<(), PeerError> {
         while !data.is_empty() {
-            let block = (offset / self.geometry.block_size()) as u16;
+            let (used, whole) = assembly
+                .push(self.geometry, offset, data)
+                .map_err(|error| PeerError::BadBlock(error.block))?;
+            offset += used as u32;
+            data = data.get(used..).unwrap_or_default();
+            let Some(whole) = whole else { continue };
+            if digests.get(usize::from(whole.block)) != Some(&whole.digest) {
+                return Err(PeerError::BadBlock(whole.block));
+            }
             let span = self
                 .geometry
-                .span(BlockRange::single(block))
-                .ok_or(PeerError::BadBlock(block))?;
-            if assembly.block != Some(block) {
-                assembly.block = Some(block);
-                assembly.hasher = BlockHasher::new();
-                assembly.bytes.clear();
-            }
-            let missing = span.len as usize - assembly.bytes.len();
-            let (piece, rest) = data.split_at(missing.min(data.len()));
-            assembly.hasher.update(piece);
-            assembly.bytes.extend_from_slice(piece);
-            offset += piece.len() as u32;
-            data = rest;
-            if assembly.bytes.len() < span.len as usize {
-                continue;
-            }
-            assembly.block = None;
-            let digest = std::mem::take(&mut assembly.hasher).finish();
-            if digests.get(usize::from(block)) != Some(&digest) {
-                return Err(PeerError::BadBlock(block));
-            }
+                .span(BlockRange::single(whole.block))
+                .ok_or(PeerError::BadBlock(whole.block))?;
             let first = self
                 .scheduler
-                .complete_with(block, || self.part.write_at(span.offset, &assembly.bytes))
+                .complete_with(whole.block, || self.part.write_at(span.offset, whole.bytes))
                 .map_err(|failure| {
                     let error = PeerError::Io(std::io::Error::other(failure.message.clone()));
                     self.control.fail(failure);
                     error
                 })?;
             if first {
-                self.part.mark_done(BlockRange::single(block));
+                self.part.mark_done(BlockRange::single(whole.block));
                 stats
                     .bytes
                     .fetch_add(u64::from(span.len), Ordering::Relaxed);
