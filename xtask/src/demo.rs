@@ -149,7 +149,7 @@ host-sim {filling_ip} on {} starts empty: --manifest {manifest} --fetch-from {}"
 /// Waits, inside the namespace, until host-sim at `ip` accepts connections. The probe is this
 /// xtask itself run there (`wait-for-port`): a thread of ours can join the namespace only as
 /// root, a command can always.
-fn wait_until_serving(net: &TestNet, ip: &str) -> Result<(), String> {
+pub fn wait_until_serving(net: &TestNet, ip: &str) -> Result<(), String> {
     let xtask = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
     let status = net
         .command(xtask.to_str().ok_or("xtask's path is not UTF-8")?)

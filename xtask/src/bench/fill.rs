@@ -103,7 +103,7 @@ fn start_source(
     }
     net.spawn(&mut command).map_err(|e| e.to_string())?;
     // Hashing a large file's blocks takes a moment at start-up.
-    wait_for_port(net, &format!("{}:8888", TestNet::host_addr(tap)))
+    crate::demo::wait_until_serving(net, &TestNet::host_addr(tap))
 }
 
 fn host_sim_fill() -> Result<Rows, String> {
@@ -313,20 +313,6 @@ fn decode(elf: &Path, log: &Path) -> Result<Vec<String>, String> {
         .lines()
         .map(str::to_string)
         .collect())
-}
-
-/// Waits until `addr` inside `net` accepts a connection (the xtask's own probe, run there).
-fn wait_for_port(net: &TestNet, addr: &str) -> Result<(), String> {
-    let xtask = std::env::current_exe().map_err(|e| e.to_string())?;
-    let status = net
-        .command(xtask.to_str().ok_or("xtask's path is not UTF-8")?)
-        .args(["wait-for-port", addr])
-        .status()
-        .map_err(|e| e.to_string())?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("{addr} did not start serving"))
 }
 
 /// Milliseconds since midnight of an env_logger line `[2026-12-02T14:02:43.110Z ...`.
