@@ -12,6 +12,7 @@
 //! - [`flash_store`]: a writable store in any `embedded-storage` NOR flash, that resumes after
 //!   a reset; [`ram_flash`] is such a flash in RAM, [`partition`] a window of a larger one.
 //! - [`bitmap`]: sets of blocks one bit each.
+//! - [`super_seed`]: a seed lists each client only blocks it has not served yet.
 //! - [`server`]: the server session, one per connection.
 //! - [`client`]: the client session, one per connection.
 //! - [`fetch`]: the fetcher, filling a [`flash_store::FlashStore`] from many peers at once.
@@ -45,6 +46,7 @@ pub mod ram_flash;
 pub mod ranges;
 pub mod server;
 pub mod store;
+pub mod super_seed;
 pub mod time;
 pub mod wire;
 
