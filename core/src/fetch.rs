@@ -34,6 +34,17 @@ pub const PIPELINE: usize = 8;
 const MANIFEST_PART: u32 = 128;
 /// How many candidate blocks the rarest-first choice looks at before taking the rarest seen.
 const SCAN_WINDOW: u32 = 512;
+const BUSY_REFRESH_FACTOR: u64 = 8;
+/// Candidates held by one peer only that the choice compares before taking the best.
+const TIE_WINDOW: u32 = 32;
+
+/// A fixed pseudo-random order of blocks, different for each `salt` (a 32-bit mix).
+fn tie_break(block: u16, salt: u32) -> u32 {
+    let mut x = u32::from(block) ^ salt.rotate_left(16);
+    x = (x ^ (x >> 16)).wrapping_mul(0x7feb_352d);
+    x = (x ^ (x >> 15)).wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
 
 /// How the fetcher paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +196,7 @@ struct Conn<const K: usize> {
     /// The block being received, hashed as it arrives.
     assembler: BlockAssembler<K>,
     since: Instant,
-    next_refresh: Instant,
+    listed_at: Instant,
     /// When a block was last asked of this peer (or the connection opened).
     useful_at: Instant,
     greeted: bool,
@@ -202,7 +213,7 @@ impl<const K: usize> Conn<K> {
             out: heapless::Vec::new(),
             assembler: BlockAssembler::new(),
             since: now,
-            next_refresh: now,
+            listed_at: now,
             useful_at: now,
             greeted: false,
         }
@@ -228,6 +239,18 @@ impl<const K: usize> Conn<K> {
             self.close = true;
         }
         sent
+    }
+
+    /// When to ask the peer's Block List again: after `refresh` when idle, and less often
+    /// while blocks are still coming (each listing costs the peer upload, four bytes a range,
+    /// and a filling peer's held set has many ranges).
+    fn list_due(&self, refresh: Duration) -> Instant {
+        if self.block_requests() == 0 {
+            self.listed_at + refresh
+        } else {
+            self.listed_at
+                + Duration::from_millis(refresh.millis().saturating_mul(BUSY_REFRESH_FACTOR))
+        }
     }
 
     fn block_requests(&self) -> usize {
@@ -574,10 +597,14 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .flatten()
             .filter(|c| !c.close)
             .map(|conn| {
-                if !conn.open || !conn.asked.is_empty() {
-                    conn.since + self.config.stall_timeout
-                } else {
-                    conn.next_refresh
+                let stall = conn.since + self.config.stall_timeout;
+                let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);
+                match (conn.open && conn.has_room() && !listing)
+                    .then(|| conn.list_due(self.config.refresh))
+                {
+                    Some(due) if conn.asked.is_empty() => due,
+                    Some(due) => stall.min(due),
+                    None => stall,
                 }
             });
         let free_slot = self.conns.iter().any(Option::is_none);
@@ -662,7 +689,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             let _ = conn.ask(Request::FileSize, Asked::Info)
                 && conn.ask(Request::PeerList, Asked::Info)
                 && conn.ask(Request::BlockList, Asked::BlockList);
-            conn.next_refresh = now + refresh;
+            conn.listed_at = now;
         }
         if let Some((file_size, mut requested)) = manifest_source {
             let count = Geometry::new(file_size).block_count();
@@ -687,9 +714,11 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             return;
         };
         let list_outstanding = conn.asked.iter().any(|a| *a == Asked::BlockList);
-        if conn.asked.is_empty() && !list_outstanding && now >= conn.next_refresh && !conn.close {
+        // Refreshed between block requests too: a peer's list learnt once goes stale while the
+        // connection stays busy, and a super-seed's shrinks as it serves.
+        if !list_outstanding && now >= conn.list_due(refresh) && !conn.close && conn.has_room() {
             conn.ask(Request::BlockList, Asked::BlockList);
-            conn.next_refresh = now + refresh;
+            conn.listed_at = now;
         }
     }
 
@@ -760,23 +789,27 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                 .filter(|p| p.list_known && p.state != PeerState::Dropped && p.has.contains(block))
                 .count()
         };
-        let mut best: Option<(usize, u16)> = None;
+        // Ties go to a pseudo-random block of this node's own order: taking the first rare
+        // block after a cursor makes nodes that scan the same list converge on the same
+        // blocks, which the one seed then sends to each of them.
+        let salt = self.config.start_hint;
+        let mut best: Option<(usize, u32, u16)> = None;
         let mut scanned = 0;
         for step in 0..count {
             let block = ((self.cursor + step) % count) as u16;
             if !wanted(block) || self.in_flight.contains(block) {
                 continue;
             }
-            let rare = rarity(block);
-            if best.is_none_or(|(r, _)| rare < r) {
-                best = Some((rare, block));
+            let key = (rarity(block), tie_break(block, salt));
+            if best.is_none_or(|(r, t, _)| key < (r, t)) {
+                best = Some((key.0, key.1, block));
             }
             scanned += 1;
-            if rare <= 1 || scanned >= SCAN_WINDOW {
+            if scanned >= SCAN_WINDOW || (key.0 <= 1 && scanned >= TIE_WINDOW) {
                 break;
             }
         }
-        if let Some((_, start)) = best {
+        if let Some((_, _, start)) = best {
             let mut end = start;
             while u32::from(end) + 1 < count
                 && end - start + 1 < self.config.max_run.max(1)
