@@ -150,6 +150,51 @@ struct Outage {
     up: Micros,
 }
 
+/// With `FLEET_UTIL` set, a line on stderr every simulated 100 ms: how busy the seed's and
+/// all uplinks were, the blocks the average node holds, and the super-seed's round.
+#[derive(Default)]
+struct Utilization {
+    next: Micros,
+    seed_sent: u64,
+    all_sent: u64,
+}
+
+impl Utilization {
+    const EVERY: Micros = 100_000;
+
+    fn sample(
+        &mut self,
+        now: Micros,
+        config: &FleetConfig,
+        switch: &Switch,
+        nodes: &[Option<Node>],
+        done: usize,
+    ) {
+        if now < self.next {
+            return;
+        }
+        let seconds = Self::EVERY as f64 / 1e6;
+        let seed_sent = switch.stats.sent_bytes.first().copied().unwrap_or(0);
+        let all_sent: u64 = switch.stats.sent_bytes.iter().sum();
+        let capacity = config.seed_bps + config.node_bps * config.nodes as u64;
+        let held: usize = nodes.iter().skip(1).flatten().map(Node::held_count).sum();
+        let served = nodes
+            .first()
+            .and_then(Option::as_ref)
+            .map_or(0, Node::served_count);
+        eprintln!(
+            "{:>6.2} s  seed uplink {:>5.1} %  all uplinks {:>5.1} %  blocks a node {:>6.1}  complete {done}  super-seed round {served}",
+            now as f64 / 1e6,
+            (seed_sent - self.seed_sent) as f64 * 8.0 / (config.seed_bps as f64 * seconds) * 100.0,
+            (all_sent - self.all_sent) as f64 * 8.0 / (capacity as f64 * seconds) * 100.0,
+            held as f64 / config.nodes.max(1) as f64,
+        );
+        self.seed_sent = seed_sent;
+        self.all_sent = all_sent;
+        self.next = now + Self::EVERY;
+    }
+}
+
 /// Runs the fleet; `progress` is called about once a simulated second with the time and the
 /// nodes complete.
 pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report {
@@ -235,6 +280,7 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
     let mut images: Vec<Option<Vec<u8>>> = vec![None; total];
     let mut now: Micros = 0;
     let mut next_progress = 1_000_000;
+    let mut utilization = std::env::var_os("FLEET_UTIL").map(|_| Utilization::default());
     loop {
         for to in switch.advance(now) {
             while let Some(frame) = switch.receive(to) {
@@ -299,6 +345,9 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
         let done = (1..total)
             .filter(|&i| nodes[i].as_ref().is_some_and(Node::is_complete))
             .count();
+        if let Some(utilization) = utilization.as_mut() {
+            utilization.sample(now, config, &switch, &nodes, done);
+        }
         if now >= next_progress {
             progress(now as f64 / 1e6, done);
             next_progress += 1_000_000;

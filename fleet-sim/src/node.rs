@@ -9,7 +9,8 @@ use p2p_core::fetch_driver::FetchDriver;
 use p2p_core::flash_store::FlashStore;
 use p2p_core::ram_flash::RamFlash;
 use p2p_core::server::ServerConfig;
-use p2p_core::{DEFAULT_PORT, Digest, Duration, Instant, PeerAddr};
+use p2p_core::super_seed::SuperSeed;
+use p2p_core::{BlockStore, DEFAULT_PORT, Digest, Duration, Instant, PeerAddr};
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as NetInstant;
@@ -32,6 +33,7 @@ const FETCH_RX: usize = 8 * 1024;
 const FETCH_TX: usize = 512;
 
 type NodeStore = FlashStore<RamFlash<'static>, BITMAP_BYTES>;
+type Served = SuperSeed<'static, NodeStore, BITMAP_BYTES>;
 type NodeFetcher = Fetcher<KNOWN_PEERS, FETCHES, BITMAP_BYTES, BLOCK_BUFFER>;
 
 /// The port's side of the link: frames the switch delivered, and frames to hand it.
@@ -111,6 +113,8 @@ pub struct Node {
     driver: FetchDriver<FETCHES>,
     fetcher: Box<NodeFetcher>,
     store: &'static NodeStore,
+    /// Set when the node started with the whole file: it super-seeds.
+    super_seed: Option<&'static Served>,
     listed: &'static [PeerAddr],
     pub next_poll: Micros,
     pub events: Vec<NodeEvent>,
@@ -141,6 +145,9 @@ impl Node {
             FlashStore::open(RamFlash::new(flash), manifest)
                 .unwrap_or_else(|error| panic!("node {index}: storage: {error}")),
         ));
+        let super_seed: Option<&'static Served> = store
+            .is_complete()
+            .then(|| &*Box::leak(Box::new(SuperSeed::new(store))));
         let mac = mac_of(index);
         let mut port = Port::default();
         let mut config = Config::new(EthernetAddress(mac).into());
@@ -175,6 +182,7 @@ impl Node {
             driver,
             fetcher,
             store,
+            super_seed,
             listed: peers.to_vec().leak(),
             next_poll: now,
             events: Vec::new(),
@@ -184,6 +192,14 @@ impl Node {
     /// A copy of this node's flash, to start its next incarnation from after a reset.
     pub fn flash_image(&self) -> Vec<u8> {
         self.store.flash().as_bytes().to_vec()
+    }
+
+    pub fn served_count(&self) -> u32 {
+        self.super_seed.map_or(0, SuperSeed::served_this_round)
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.store.verified_count() as usize
     }
 
     pub fn is_complete(&self) -> bool {
@@ -219,7 +235,11 @@ impl Node {
                 && store.manifest_verified()
                 && let Some(buffers) = self.serve_buffers.take()
             {
-                let config = ServerConfig::new(store, self.listed);
+                let served: &'static dyn BlockStore = match self.super_seed {
+                    Some(seed) => seed,
+                    None => store,
+                };
+                let config = ServerConfig::new(served, self.listed);
                 self.server = Some(Server::new(
                     config,
                     DEFAULT_PORT,
@@ -233,6 +253,9 @@ impl Node {
                 .and_then(|server| server.poll(at, &mut self.sockets, &mut |_| {}));
             if self.server.as_ref().is_none_or(|server| !server.listing()) {
                 store.publish();
+                if let Some(seed) = self.super_seed {
+                    seed.publish(Instant::from_millis(now / 1000));
+                }
             }
             next = [self.iface.poll_at(at, &self.sockets), fetch_at, serve_at]
                 .into_iter()
