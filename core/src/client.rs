@@ -150,8 +150,8 @@ struct Outstanding {
     span: Option<ByteSpan>,
     /// For a Digest Request inside the known file: the blocks whose digests a success carries.
     digests: Option<BlockRange>,
-    /// The file's block count when the request was sent, if known: a Block List Response
-    /// names no block beyond it.
+    /// The file's block count when the request was sent, or as learnt from a File Size
+    /// Response answered before it: a Block List Response names no block beyond it.
     block_count: Option<u32>,
 }
 
@@ -218,7 +218,9 @@ impl<const Q: usize> ClientSession<Q> {
         }
     }
 
-    /// The file size, from a File Size Response: it fixes how long block data is.
+    /// The file size the caller trusts (a verified manifest's, or the first peer's): it fixes
+    /// how long block data is, and which blocks a Block List Response may name. Without it,
+    /// the session takes the size from the first File Size Response it decodes.
     pub fn set_file_size(&mut self, size: u32) {
         self.geometry = Some(Geometry::new(size));
     }
@@ -356,6 +358,7 @@ impl<const Q: usize> ClientSession<Q> {
                     self.push_fixed(byte);
                     if let Some(size) = self.take_fixed::<4>().map(u32::from_be_bytes) {
                         let completed = self.finish();
+                        self.learn_file_size(size);
                         let event = ClientEvent::FileSize(size);
                         return Ok(self.step(consumed, Some(event), completed));
                     }
@@ -437,6 +440,21 @@ impl<const Q: usize> ClientSession<Q> {
             }
         };
         Ok(())
+    }
+
+    /// Without a size from the caller, the first File Size Response decoded sets it, for
+    /// the Block Lists asked after it too.
+    fn learn_file_size(&mut self, size: u32) {
+        if self.geometry.is_some() {
+            return;
+        }
+        let geometry = Geometry::new(size);
+        self.geometry = Some(geometry);
+        for outstanding in self.outstanding.iter_mut() {
+            if outstanding.request == Request::BlockList {
+                outstanding.block_count = Some(geometry.block_count());
+            }
+        }
     }
 
     fn check_range(&mut self, bytes: &[u8]) -> Result<BlockRange, ClientError> {
@@ -627,6 +645,23 @@ mod tests {
         sent(&mut client, Request::BlockList);
         assert_eq!(
             decode(&mut client, &[0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03], 7).unwrap_err(),
+            ClientError::RangeBeyondFile {
+                end: 3,
+                block_count: 3
+            }
+        );
+    }
+
+    #[test]
+    fn a_block_list_after_a_file_size_response_is_checked_against_it() {
+        // Pipelined as discovery does: the size is learnt from the first response.
+        let mut client = Client::new(ClientLimits::default());
+        sent(&mut client, Request::FileSize);
+        sent(&mut client, Request::BlockList);
+        let mut input = std::vec![0x08, 0x00, 0x00, 0x09, 0xc4]; // 2500 bytes: blocks 0-2
+        input.extend([0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03]);
+        assert_eq!(
+            decode(&mut client, &input, 100).unwrap_err(),
             ClientError::RangeBeyondFile {
                 end: 3,
                 block_count: 3

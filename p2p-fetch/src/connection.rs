@@ -39,11 +39,6 @@ pub enum PeerError {
         expected: u32,
         got: u32,
     },
-    /// The peer's Block List names blocks past the end of the file.
-    RangeBeyondFile {
-        range: BlockRange,
-        block_count: u32,
-    },
     /// A block whose SHA-256 is not its digest in the manifest.
     BadBlock(u16),
 }
@@ -78,10 +73,6 @@ impl fmt::Display for PeerError {
             Self::SizeMismatch { expected, got } => write!(
                 f,
                 "says the file is {got} bytes, but the swarm's file is {expected} bytes"
-            ),
-            Self::RangeBeyondFile { range, block_count } => write!(
-                f,
-                "lists blocks {range}, beyond the file's {block_count} blocks"
             ),
             Self::BadBlock(block) => write!(
                 f,

@@ -7,7 +7,7 @@ use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
 use p2p_core::client::{ClientEvent, ClientLimits};
 use p2p_core::wire::MAX_LIST_COUNT;
-use p2p_core::{BlockRange, Geometry, PeerAddr, Request};
+use p2p_core::{BlockRange, PeerAddr, Request};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -84,7 +84,6 @@ pub fn discover(host: SocketAddrV4, search: &Search, log: &Log) -> Result<Swarm,
                 if addr != host {
                     check_size(swarm.file_size, answer.file_size)?;
                 }
-                check_ranges(answer.file_size, &answer.ranges)?;
                 Ok(answer)
             });
             let answer = match answer {
@@ -179,17 +178,6 @@ fn check_size(expected: u32, got: u32) -> Result<(), PeerError> {
     }
 }
 
-fn check_ranges(file_size: u32, ranges: &[BlockRange]) -> Result<(), PeerError> {
-    let geometry = Geometry::new(file_size);
-    match ranges.iter().find(|range| !geometry.contains(**range)) {
-        Some(&range) => Err(PeerError::RangeBeyondFile {
-            range,
-            block_count: geometry.block_count(),
-        }),
-        None => Ok(()),
-    }
-}
-
 /// Asks every peer of `addresses` at once, each on its own thread.
 fn ask_all(addresses: &[SocketAddrV4], timeout: Duration) -> Vec<Result<Answers, PeerError>> {
     std::thread::scope(|scope| {
@@ -208,7 +196,8 @@ fn ask_all(addresses: &[SocketAddrV4], timeout: Duration) -> Vec<Result<Answers,
     })
 }
 
-/// Asks one peer everything at once, pipelined; the whole exchange must end within
+/// Asks one peer everything at once, pipelined (File Size first: the session checks the
+/// Block List against it); the whole exchange must end within
 /// twice `timeout`, so a peer that trickles bytes cannot hold discovery up.
 fn ask(addr: SocketAddrV4, timeout: Duration) -> Result<Answers, PeerError> {
     let deadline = Instant::now() + timeout * 2;
