@@ -9,9 +9,8 @@
 //! Bytes move between the sessions and the sockets' own buffers through smoltcp's in-place
 //! `recv`/`send` closures: block data is read from the store straight into the transmit buffer.
 
-use crate::server::{CloseReason, ServerConfig, ServerSession, SessionEvent};
+use crate::server::{CloseReason, ServerConfig, ServerSession, SessionEvent, busy_error};
 use crate::time::{Duration, Instant};
-use crate::wire::{Reason, ResponseHeader};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
@@ -301,13 +300,7 @@ fn serve(
 
 /// Tells a connection over the limit that the server is busy, and closes it.
 fn refuse_busy(socket: &mut tcp::Socket<'_>) {
-    const BUSY: &str = "server busy: too many connections; try again later";
-    let mut message = [0u8; BUSY.len() + 2];
-    if let Ok(reason) = Reason::new(BUSY)
-        && let Ok(len) = ResponseHeader::Error(reason).emit(&mut message)
-    {
-        let _ = socket.send_slice(message.get(..len).unwrap_or_default());
-    }
+    let _ = socket.send_slice(&busy_error());
     socket.close();
 }
 

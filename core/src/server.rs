@@ -28,6 +28,24 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A response's type byte, reason text and NUL: the most a session stages at once.
 const STAGE_LEN: usize = 1 + MAX_REASON_LEN + 1;
 
+/// Why a connection over a server's limit is closed, in the Error it gets first.
+pub const BUSY_REASON: &str = "server busy: too many connections; try again later";
+
+/// The Error message a connection over a server's limit gets before it is closed, the same
+/// from every server (smoltcp pools and the std one).
+pub fn busy_error() -> heapless::Vec<u8, { BUSY_REASON.len() + 2 }> {
+    let mut message = [0u8; BUSY_REASON.len() + 2];
+    let mut encoded = heapless::Vec::new();
+    if let Ok(reason) = Reason::new(BUSY_REASON)
+        && let Ok(len) = ResponseHeader::Error(reason).emit(&mut message)
+        && let Some(bytes) = message.get(..len)
+    {
+        // Fits by construction: the type byte, the reason and its NUL.
+        let _ = encoded.extend_from_slice(bytes);
+    }
+    encoded
+}
+
 /// What every session of a server shares.
 #[derive(Clone, Copy)]
 pub struct ServerConfig<'a> {
@@ -535,6 +553,17 @@ mod tests {
     fn answer(store: &dyn BlockStore, input: &[u8]) -> Vec<u8> {
         let mut session = ServerSession::new(ServerConfig::new(store, &PEERS), t(0));
         exchange(&mut session, input, 4096)
+    }
+
+    #[test]
+    fn the_busy_error_is_an_error_message_with_its_reason() {
+        let message = busy_error();
+        assert_eq!(
+            crate::wire::MessageType::from_byte(message[0]),
+            Some(crate::wire::MessageType::Error)
+        );
+        assert_eq!(&message[1..message.len() - 1], BUSY_REASON.as_bytes());
+        assert_eq!(message.last(), Some(&0));
     }
 
     #[test]

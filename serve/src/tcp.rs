@@ -1,8 +1,8 @@
 //! The p2p-core server session over the kernel's TCP: one thread per connection, up to a
 //! limit. The same session code the firmware and host-sim run over smoltcp.
 
-use p2p_core::server::{ServerConfig, ServerSession, SessionEvent};
-use p2p_core::wire::{PeerAddr, Reason, ResponseHeader};
+use p2p_core::server::{ServerConfig, ServerSession, SessionEvent, busy_error};
+use p2p_core::wire::PeerAddr;
 use p2p_core::{BlockStore, Duration, Instant};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -119,12 +119,7 @@ impl<S: BlockStore + Sync> TcpServer<'_, S> {
 
 /// Tells a client over the connection limit why it is being closed.
 fn refuse_busy(mut stream: TcpStream) {
-    let mut message = [0u8; 64];
-    if let Ok(reason) = Reason::new("server busy: too many connections; try again later")
-        && let Ok(len) = ResponseHeader::Error(reason).emit(&mut message)
-    {
-        let _ = stream.write_all(message.get(..len).unwrap_or_default());
-    }
+    let _ = stream.write_all(&busy_error());
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
