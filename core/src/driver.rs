@@ -62,11 +62,10 @@ pub struct SocketBuffers<'a> {
     pub tx: &'a mut [u8],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SlotState {
+enum SlotState<'a> {
     /// Listening, or not yet re-armed.
     Idle,
-    Serving,
+    Serving(ServerSession<'a>),
     /// Closed by us (or refused as busy); waits for the connection to be over, and is
     /// reset at this deadline if the peer has not finished closing by then, so a peer that
     /// never closes cannot hold a socket of the pool.
@@ -75,8 +74,7 @@ enum SlotState {
 
 struct Slot<'a> {
     handle: SocketHandle,
-    state: SlotState,
-    session: Option<ServerSession<'a>>,
+    state: SlotState<'a>,
 }
 
 /// A pool of `N` TCP sockets serving the protocol on one port.
@@ -116,7 +114,6 @@ impl<'a, const N: usize> Server<'a, N> {
             Slot {
                 handle: sockets.add(socket),
                 state: SlotState::Idle,
-                session: None,
             }
         });
         let mut server = Self {
@@ -147,15 +144,14 @@ impl<'a, const N: usize> Server<'a, N> {
     pub fn listing(&self) -> bool {
         self.slots
             .iter()
-            .filter_map(|slot| slot.session.as_ref())
-            .any(ServerSession::listing)
+            .any(|slot| matches!(&slot.state, SlotState::Serving(session) if session.listing()))
     }
 
     /// Connections being served now.
     pub fn serving(&self) -> usize {
         self.slots
             .iter()
-            .filter(|slot| slot.state == SlotState::Serving)
+            .filter(|slot| matches!(slot.state, SlotState::Serving(_)))
             .count()
     }
 
@@ -191,8 +187,7 @@ impl<'a, const N: usize> Server<'a, N> {
                         continue;
                     }
                     serving += 1;
-                    slot.state = SlotState::Serving;
-                    slot.session = Some(ServerSession::new(self.config, time));
+                    slot.state = SlotState::Serving(ServerSession::new(self.config, time));
                     on_event(DriverEvent::Connected {
                         slot: index,
                         remote: socket.remote_endpoint(),
@@ -217,23 +212,19 @@ impl<'a, const N: usize> Server<'a, N> {
                 }
                 _ => {}
             }
-            if slot.state != SlotState::Serving {
-                continue;
-            }
-            let Some(session) = slot.session.as_mut() else {
-                slot.state = SlotState::Draining(time + self.config.idle_timeout);
+            let SlotState::Serving(session) = &mut slot.state else {
                 continue;
             };
             let ended = serve(session, socket, time, index, on_event);
             if let Some(ended) = ended {
                 on_event(DriverEvent::Closed { slot: index, ended });
-                slot.session = None;
-                slot.state = SlotState::Draining(time + self.config.idle_timeout);
-                serving = serving.saturating_sub(1);
-                if connection_over(socket) {
-                    slot.state = SlotState::Idle;
+                slot.state = if connection_over(socket) {
                     let _ = socket.listen(self.port);
-                }
+                    SlotState::Idle
+                } else {
+                    SlotState::Draining(time + self.config.idle_timeout)
+                };
+                serving = serving.saturating_sub(1);
                 continue;
             }
             if let Some(at) = session.poll_at() {
