@@ -272,7 +272,7 @@ fn serve(
         }
         let _ = socket.send(|space| (session.transmit(space, now), ()));
     }
-    if let Some(reason) = session.close_reason(now) {
+    if let Some(reason) = session.poll_timeouts(now) {
         match reason {
             // The Error must reach the peer: close after it is sent.
             CloseReason::ProtocolError => socket.close(),

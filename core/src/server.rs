@@ -2,7 +2,7 @@
 //!
 //! The caller hands it received bytes ([`ServerSession::receive`]) and transmit space
 //! ([`ServerSession::transmit`]), with the current time, and asks it when to close
-//! ([`ServerSession::close_reason`]) and when it next needs attention
+//! ([`ServerSession::poll_timeouts`]) and when it next needs attention
 //! ([`ServerSession::poll_at`]). Requests are answered in order; block data is read from the
 //! [`BlockStore`] straight into the transmit space, in pieces as large as that space, so a
 //! 4 GiB response needs no more memory than a 1 KiB one.
@@ -339,10 +339,11 @@ impl<'a> ServerSession<'a> {
         !self.error_queued && self.failed.is_none() && !self.pending.is_full()
     }
 
+    /// Where the session's timeouts fire, at the time the caller passes in (it reads no clock):
     /// `Some` once the connection should be closed: after an Error has gone out, after a store
     /// failure, or once nothing has progressed for the idle timeout. Send what was written
     /// before closing.
-    pub fn close_reason(&mut self, now: Instant) -> Option<CloseReason> {
+    pub fn poll_timeouts(&mut self, now: Instant) -> Option<CloseReason> {
         if self.failed.is_none() {
             if self.error_queued && !self.wants_transmit() {
                 self.failed = Some(CloseReason::ProtocolError);
@@ -655,7 +656,7 @@ mod tests {
         assert_eq!(out, b"\x06start block 2 is after end block 1\0");
         let out = exchange(&mut session, &[0x04, 0x00, 0x00, 0x00, 0x03], 64);
         assert_eq!(out, b"\x06block 3 is beyond the last block 2\0");
-        assert_eq!(session.close_reason(t(1)), None);
+        assert_eq!(session.poll_timeouts(t(1)), None);
         assert_eq!(
             exchange(&mut session, &[0x07], 64),
             [0x08, 0x00, 0x00, 0x09, 0xc4]
@@ -684,7 +685,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            session.close_reason(t(0)),
+            session.poll_timeouts(t(0)),
             None,
             "the error is not sent yet"
         );
@@ -693,7 +694,7 @@ mod tests {
         let mut expected = std::vec![0x08, 0x00, 0x00, 0x09, 0xc4, 0x7f];
         expected.extend_from_slice(b"unknown message type 0x42; closing the connection\0");
         assert_eq!(&out[..len], expected);
-        assert_eq!(session.close_reason(t(0)), Some(CloseReason::ProtocolError));
+        assert_eq!(session.poll_timeouts(t(0)), Some(CloseReason::ProtocolError));
         // Nothing after the bad byte is answered.
         assert_eq!(session.receive(&[0x07], t(0), &mut |_| {}), 1);
         assert!(!session.wants_transmit());
@@ -757,15 +758,15 @@ mod tests {
         let mut session = ServerSession::new(config, t(0));
         assert_eq!(session.poll_at(), Some(t(100)));
         assert_eq!(session.receive(&[0x04, 0x00], t(90), &mut |_| {}), 2);
-        assert_eq!(session.close_reason(t(99)), None);
+        assert_eq!(session.poll_timeouts(t(99)), None);
         // Half a request is not progress.
-        assert_eq!(session.close_reason(t(100)), Some(CloseReason::IdleTimeout));
+        assert_eq!(session.poll_timeouts(t(100)), Some(CloseReason::IdleTimeout));
 
         let mut session = ServerSession::new(config, t(0));
         session.receive(&[0x07], t(50), &mut |_| {});
         assert_eq!(session.poll_at(), Some(t(150)));
         // An answer nobody reads is not progress either.
-        assert_eq!(session.close_reason(t(150)), Some(CloseReason::IdleTimeout));
+        assert_eq!(session.poll_timeouts(t(150)), Some(CloseReason::IdleTimeout));
         assert_eq!(session.poll_at(), None);
     }
 
@@ -791,7 +792,7 @@ mod tests {
             1,
             "only the type byte went out"
         );
-        assert_eq!(session.close_reason(t(0)), Some(CloseReason::StoreFailed));
+        assert_eq!(session.poll_timeouts(t(0)), Some(CloseReason::StoreFailed));
     }
 
     #[test]

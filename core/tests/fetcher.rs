@@ -140,7 +140,7 @@ impl<'a> Swarm<'a> {
                     let used =
                         fetcher.receive(slot, &back[..len], now, store, &mut |e| events.push(e));
                     assert!(used == len || fetcher.wants_close(slot));
-                    if session.close_reason(now).is_some() && !session.wants_transmit() {
+                    if session.poll_timeouts(now).is_some() && !session.wants_transmit() {
                         fetcher.closed(slot, now);
                         self.links[slot] = None;
                         continue;

@@ -144,7 +144,7 @@ proptest! {
         }
         prop_assert_eq!(seen, expected);
         prop_assert_eq!(client.outstanding(), 0);
-        prop_assert_eq!(server.close_reason(NOW), None);
+        prop_assert_eq!(server.poll_timeouts(NOW), None);
     }
 
     /// A server fed any bytes never panics, never claims more than the space it was given, and
@@ -200,7 +200,7 @@ proptest! {
         prop_assert_eq!(fed, input.len());
         prop_assert_eq!(client.outstanding(), 0, "every request before a bad byte is answered");
         prop_assert_eq!(got_error, bad);
-        let closing = server.close_reason(NOW);
+        let closing = server.poll_timeouts(NOW);
         prop_assert_eq!(closing, bad.then_some(CloseReason::ProtocolError));
     }
 }

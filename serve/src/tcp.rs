@@ -93,7 +93,7 @@ impl<S: BlockStore + Sync> TcpServer<'_, S> {
                 }
                 stream.write_all(output.get(..len).unwrap_or_default())?;
             }
-            if let Some(reason) = session.close_reason(now()) {
+            if let Some(reason) = session.poll_timeouts(now()) {
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 return Ok(reason.to_string());
             }

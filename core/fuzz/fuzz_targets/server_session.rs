@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         let space = &mut out[..(window * 3).min(64)];
         let written = session.transmit(space, now);
         assert!(written <= space.len());
-        if session.close_reason(now).is_some() || (fed == stream.len() && !session.wants_transmit()) {
+        if session.poll_timeouts(now).is_some() || (fed == stream.len() && !session.wants_transmit()) {
             return;
         }
         assert!(consumed > 0 || written > 0, "no progress in round {round}");
