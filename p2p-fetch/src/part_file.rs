@@ -107,6 +107,7 @@ impl PartFile {
             .truncate(resumed.is_none())
             .open(&part_path)
             .map_err(|error| Failure::io(format!("cannot open {}", part_path.display()), error))?;
+        check_free_space(&part, &part_path, geometry.file_size())?;
         part.set_len(u64::from(geometry.file_size()))
             .map_err(|error| Failure::io(format!("cannot size {}", part_path.display()), error))?;
         let done = resumed.unwrap_or_else(|| BlockSet::new(count));
@@ -309,9 +310,51 @@ fn read_record(path: &Path, geometry: Geometry) -> Result<BlockSet, String> {
         .ok_or_else(|| format!("{} is truncated or too long", path.display()))
 }
 
+/// Fails before any block is fetched when the disk cannot hold the rest of the file (the part
+/// file is sparse: `set_len` alone would succeed, and the download would fail part-way).
+fn check_free_space(part: &File, part_path: &Path, file_size: u32) -> Result<(), Failure> {
+    let allocated = part
+        .metadata()
+        .map(|metadata| std::os::unix::fs::MetadataExt::blocks(&metadata) * 512)
+        .unwrap_or(0);
+    let stats = rustix::fs::fstatvfs(part).map_err(|error| {
+        Failure::io(
+            format!("cannot read the free space for {}", part_path.display()),
+            error.into(),
+        )
+    })?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    space_shortfall(u64::from(file_size), allocated, free).map_or(Ok(()), |missing| {
+        Err(Failure::new(
+            ExitCode::Io,
+            format!(
+                "not enough disk space for {}: the file is {file_size} bytes and {missing} more \
+                 are needed than the {free} free",
+                part_path.display()
+            ),
+        ))
+    })
+}
+
+/// How many bytes short the disk is of holding a file of `size` whose part file already has
+/// `allocated` bytes, with `free` bytes free; `None` when it fits.
+fn space_shortfall(size: u64, allocated: u64, free: u64) -> Option<u64> {
+    let needed = size.saturating_sub(allocated);
+    (needed > free).then(|| needed - free)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_must_hold_what_is_not_yet_allocated() {
+        assert_eq!(space_shortfall(1000, 0, 1000), None);
+        assert_eq!(space_shortfall(1000, 0, 999), Some(1));
+        // Resuming: what the part file already holds needs no new room.
+        assert_eq!(space_shortfall(1000, 600, 400), None);
+        assert_eq!(space_shortfall(1000, 4096, 0), None);
+    }
 
     /// `file.bin` in a fresh directory; the directory is removed when the guard drops.
     fn scratch(name: &str) -> (PathBuf, impl Drop) {
