@@ -62,6 +62,10 @@ pub struct SocketBuffers<'a> {
     pub tx: &'a mut [u8],
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "no heap to box into: every slot has room for a session, as it had with an Option"
+)]
 enum SlotState<'a> {
     /// Listening, or not yet re-armed.
     Idle,
