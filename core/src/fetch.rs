@@ -685,9 +685,11 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             if let Some(geometry) = geometry {
                 conn.session.set_file_size(geometry.file_size());
             }
-            // Digest Requests go after these: a peer that predates them closes on the first.
-            let _ = conn.ask(Request::FileSize, Asked::Info)
-                && conn.ask(Request::PeerList, Asked::Info)
+            // Peer List first: a peer still fetching its manifest answers only that, then
+            // closes with an Error. Digest Requests go after these: a peer that predates them
+            // closes on the first.
+            let _ = conn.ask(Request::PeerList, Asked::Info)
+                && conn.ask(Request::FileSize, Asked::Info)
                 && conn.ask(Request::BlockList, Asked::BlockList);
             conn.listed_at = now;
         }

@@ -344,6 +344,10 @@ impl<F: NorFlash, const B: usize> BlockStore for FlashStore<F, B> {
         self.geometry().map_or(0, |g| g.file_size())
     }
 
+    fn has_file(&self) -> bool {
+        self.manifest_verified()
+    }
+
     fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
         let blocks = self.geometry()?.block_count();
         self.held

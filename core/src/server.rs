@@ -28,6 +28,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A response's type byte, reason text and NUL: the most a session stages at once.
 const STAGE_LEN: usize = 1 + MAX_REASON_LEN + 1;
 
+/// The Error's reason for any request but Peer List while the store has no file yet.
+pub const NO_FILE_YET_REASON: &str = "no file here yet: still fetching its manifest; ask again later";
+
 /// Why a connection over a server's limit is closed, in the Error it gets first.
 pub const BUSY_REASON: &str = "server busy: too many connections; try again later";
 
@@ -90,6 +93,9 @@ pub enum SessionEvent {
     Refused { request: Request, refusal: Refusal },
     /// Input that is not a request: an Error will be sent and the connection closed.
     ProtocolError(WireError),
+    /// A request other than Peer List to a store with no file yet (a node still fetching its
+    /// manifest): an Error will be sent and the connection closed.
+    NoFileYet(Request),
 }
 
 /// Why a session wants its connection closed.
@@ -102,6 +108,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// The store failed in the middle of a response.
     StoreFailed,
+    /// The store has no file yet; the Error saying so has been sent.
+    NoFileYet,
 }
 
 impl fmt::Display for CloseReason {
@@ -110,6 +118,7 @@ impl fmt::Display for CloseReason {
             Self::ProtocolError => "protocol error",
             Self::IdleTimeout => "idle timeout",
             Self::StoreFailed => "reading the served file failed",
+            Self::NoFileYet => "no file yet",
         })
     }
 }
@@ -124,6 +133,8 @@ enum Answer {
         refusal: Refusal,
     },
     Error(WireError),
+    /// An Error saying the store has no file yet; the connection closes after it.
+    NoFileYet,
 }
 
 /// What remains of the answer being sent, after its staged bytes.
@@ -153,7 +164,6 @@ enum Body {
 /// One connection's server side.
 pub struct ServerSession<'a> {
     config: ServerConfig<'a>,
-    geometry: Geometry,
     /// The front of a request that has not fully arrived.
     partial: heapless::Vec<u8, { Request::MAX_LEN }>,
     pending: heapless::Deque<Answer, PIPELINE_DEPTH>,
@@ -161,8 +171,9 @@ pub struct ServerSession<'a> {
     staged: heapless::Vec<u8, STAGE_LEN>,
     staged_sent: usize,
     body: Body,
-    /// Set once an Error is queued: input is discarded and the connection closes after it.
-    error_queued: bool,
+    /// Set once an Error is queued: input is discarded and the connection closes, for this
+    /// reason, once it is sent.
+    closing: Option<CloseReason>,
     failed: Option<CloseReason>,
     last_progress: Instant,
 }
@@ -170,14 +181,13 @@ pub struct ServerSession<'a> {
 impl<'a> ServerSession<'a> {
     pub fn new(config: ServerConfig<'a>, now: Instant) -> Self {
         Self {
-            geometry: Geometry::new(config.store.file_size()),
             config,
             partial: heapless::Vec::new(),
             pending: heapless::Deque::new(),
             staged: heapless::Vec::new(),
             staged_sent: 0,
             body: Body::Done,
-            error_queued: false,
+            closing: None,
             failed: None,
             last_progress: now,
         }
@@ -191,7 +201,7 @@ impl<'a> ServerSession<'a> {
         now: Instant,
         on_event: &mut dyn FnMut(SessionEvent),
     ) -> usize {
-        if self.error_queued || self.failed.is_some() {
+        if self.closing.is_some() || self.failed.is_some() {
             return input.len();
         }
         let mut consumed = 0;
@@ -215,15 +225,20 @@ impl<'a> ServerSession<'a> {
                             request: value,
                             refusal,
                         },
+                        Answer::NoFileYet => SessionEvent::NoFileYet(value),
                         _ => SessionEvent::Accepted(value),
                     });
                     self.queue(answer);
+                    if matches!(answer, Answer::NoFileYet) {
+                        self.closing = Some(CloseReason::NoFileYet);
+                        return input.len();
+                    }
                 }
                 Err(error) => {
                     self.partial.clear();
                     on_event(SessionEvent::ProtocolError(error));
                     self.queue(Answer::Error(error));
-                    self.error_queued = true;
+                    self.closing = Some(CloseReason::ProtocolError);
                     return input.len();
                 }
             }
@@ -336,7 +351,7 @@ impl<'a> ServerSession<'a> {
 
     /// Whether the session has room for more requests.
     pub fn wants_receive(&self) -> bool {
-        !self.error_queued && self.failed.is_none() && !self.pending.is_full()
+        self.closing.is_none() && self.failed.is_none() && !self.pending.is_full()
     }
 
     /// Where the session's timeouts fire, at the time the caller passes in (it reads no clock):
@@ -345,8 +360,10 @@ impl<'a> ServerSession<'a> {
     /// before closing.
     pub fn poll_timeouts(&mut self, now: Instant) -> Option<CloseReason> {
         if self.failed.is_none() {
-            if self.error_queued && !self.wants_transmit() {
-                self.failed = Some(CloseReason::ProtocolError);
+            if let Some(reason) = self.closing
+                && !self.wants_transmit()
+            {
+                self.failed = Some(reason);
             } else if now >= self.idle_deadline() {
                 self.failed = Some(CloseReason::IdleTimeout);
             }
@@ -362,6 +379,12 @@ impl<'a> ServerSession<'a> {
         }
     }
 
+    /// The file's geometry as the store has it now: a filling store learns its file while
+    /// connections are open.
+    fn geometry(&self) -> Geometry {
+        Geometry::new(self.config.store.file_size())
+    }
+
     fn idle_deadline(&self) -> Instant {
         self.last_progress + self.config.idle_timeout
     }
@@ -375,6 +398,9 @@ impl<'a> ServerSession<'a> {
     }
 
     fn judge(&self, request: Request) -> Answer {
+        if !self.config.store.has_file() && request != Request::PeerList {
+            return Answer::NoFileYet;
+        }
         let (start, end, digests) = match request {
             Request::Block { start, end } => (start, end, false),
             Request::Digest { start, end } => (start, end, true),
@@ -383,8 +409,8 @@ impl<'a> ServerSession<'a> {
         let store = self.config.store;
         let refusal = match BlockRange::new(start, end) {
             None => Refusal::Reversed,
-            Some(range) if !self.geometry.contains(range) => Refusal::BeyondFile {
-                block_count: self.geometry.block_count(),
+            Some(range) if !self.geometry().contains(range) => Refusal::BeyondFile {
+                block_count: self.geometry().block_count(),
             },
             Some(_) if digests && store.digest(start).is_none() => Refusal::NoManifest,
             Some(range) if !digests && !store.holds(range) => Refusal::NotHeld,
@@ -422,11 +448,11 @@ impl<'a> ServerSession<'a> {
                 };
             }
             Answer::Success(Request::FileSize) => {
-                let size = self.geometry.file_size();
+                let size = self.geometry().file_size();
                 self.stage_with(|buf| ResponseHeader::FileSize(size).emit(buf));
             }
             Answer::Success(Request::Block { start, end }) => {
-                let span = BlockRange::new(start, end).and_then(|r| self.geometry.span(r));
+                let span = BlockRange::new(start, end).and_then(|r| self.geometry().span(r));
                 match span {
                     Some(span) => {
                         self.stage_with(|buf| ResponseHeader::BlockSuccess.emit(buf));
@@ -453,6 +479,7 @@ impl<'a> ServerSession<'a> {
                 let _ = write!(text, "{error}; closing the connection");
                 self.stage_reason(&text, true);
             }
+            Answer::NoFileYet => self.stage_reason(NO_FILE_YET_REASON, true),
         }
     }
 

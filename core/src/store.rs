@@ -37,6 +37,13 @@ pub trait BlockStore {
     /// and never past the end of the file.
     fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError>;
 
+    /// Whether the store knows its file. A filling store does not until its manifest is
+    /// verified; a server then answers only Peer List Requests, so a node is already useful
+    /// for discovery while it fetches its manifest.
+    fn has_file(&self) -> bool {
+        true
+    }
+
     /// The manifest's digest of `block`, for Digest Responses: `None` for a store without a
     /// verified manifest, or for a block beyond the file.
     fn digest(&self, _block: u16) -> Option<Digest> {

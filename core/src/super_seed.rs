@@ -157,6 +157,10 @@ impl<S: BlockStore + ?Sized, const B: usize> BlockStore for SuperSeed<'_, S, B> 
         self.store.read_at(offset, buf)
     }
 
+    fn has_file(&self) -> bool {
+        self.store.has_file()
+    }
+
     fn digest(&self, block: u16) -> Option<Digest> {
         self.store.digest(block)
     }

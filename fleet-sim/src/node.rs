@@ -231,8 +231,8 @@ impl Node {
                     other => events.push(NodeEvent::Other(format!("{other:?}"))),
                 },
             );
+            // Serving from the start: until the manifest is verified, only Peer Lists.
             if self.server.is_none()
-                && store.manifest_verified()
                 && let Some(buffers) = self.serve_buffers.take()
             {
                 let served: &'static dyn BlockStore = match self.super_seed {

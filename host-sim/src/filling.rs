@@ -101,9 +101,11 @@ pub fn service<'a, D: Device>(
             store,
             &mut on_fetch,
         );
-        if server.is_none() && store.manifest_verified() {
+        if server.is_none() {
+            // Until the manifest is verified it answers only Peer Lists, so peers find each
+            // other through a node that is still starting.
             server = Some(protocol_server(sockets, args, store, listed, idle));
-            log::info!("serving verified blocks on port {}", args.port);
+            log::info!("serving on port {} (verified blocks only)", args.port);
         }
         let serve_at = server
             .as_mut()

@@ -305,6 +305,9 @@ pub fn log_event(event: DriverEvent) {
             SessionEvent::ProtocolError(error) => {
                 log::warn!("[{slot}] {error}; sending Error and closing")
             }
+            SessionEvent::NoFileYet(request) => {
+                log::info!("[{slot}] {request}: no file yet (manifest not verified); closing")
+            }
         },
         DriverEvent::Busy { remote } => log::warn!(
             "refused {} as busy: at the connection limit",

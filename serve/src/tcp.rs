@@ -80,6 +80,7 @@ impl<S: BlockStore + Sync> TcpServer<'_, S> {
                 log::info!("{peer}: {request} refused: {refusal}")
             }
             SessionEvent::ProtocolError(error) => log::warn!("{peer}: {error}"),
+            SessionEvent::NoFileYet(request) => log::info!("{peer}: {request}: no file yet"),
         };
         loop {
             if start < end {
