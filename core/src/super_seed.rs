@@ -6,10 +6,11 @@
 //! the one scarce resource when a fleet starts, carries the file many times (5.4 copies for
 //! 64 nodes in the fleet simulation) instead of about once.
 //!
-//! A round ends when every block has been served once, or when nothing new was served for a
-//! while (a client still missing a block this seed hides must not wait for clients that are
-//! gone); the next round lists them all again. Requests are never refused: the filter is only
-//! on what is listed. A store that is not complete is served as it is.
+//! A round ends when all but a sixteenth of the blocks have been served once, or when nothing
+//! new was served for a while (a client still missing a block this seed hides must not wait for clients that are
+//! gone); the next round lists them all again. A block served this round is not held for the
+//! rest of it: a request for it, made from an older listing, gets a Block Response Failure
+//! instead of the block again. A store that is not complete is served as it is.
 //!
 //! Only a node that starts with the whole file should super-seed: if every node that finished
 //! did, the last block a late node needs could be hidden by all of them at once.
@@ -21,6 +22,9 @@ use crate::ranges::BlockRange;
 use crate::store::{BlockStore, StoreError};
 use crate::time::{Duration, Instant};
 use core::cell::RefCell;
+
+/// A round ends once at most one block in this many is still unserved.
+const ROUND_TAIL_DIVISOR: u32 = 16;
 
 /// A round with nothing new served for this long ends early.
 pub const IDLE_ROUND_END: Duration = Duration::from_millis(500);
@@ -92,9 +96,12 @@ impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
         if fresh || progressed.is_none() {
             *progressed = Some(now);
         }
-        let all_served = (0..count).all(|block| listed.contains(block as u16));
+        let unserved = (0..count).filter(|&block| !listed.contains(block as u16)).count();
+        // The last few blocks of a round are not worth hiding the rest for: with only they
+        // listed, the seed's upload would idle while its clients have nothing to ask for.
+        let nearly_done = unserved as u32 <= count / ROUND_TAIL_DIVISOR;
         let stalled = progressed.is_some_and(|at| now.saturating_since(at) >= IDLE_ROUND_END);
-        if all_served || stalled {
+        if nearly_done || stalled {
             listed.clear();
             *progressed = Some(now);
         }
@@ -134,8 +141,16 @@ impl<S: BlockStore + ?Sized, const B: usize> BlockStore for SuperSeed<'_, S, B> 
         BlockRange::new(start, end)
     }
 
+    /// While seeding, a block served this round is not held: a client asking for it from a
+    /// list it read earlier gets a Block Response Failure (a few bytes, not the block again)
+    /// and takes it from the peer that has it now.
     fn holds(&self, range: BlockRange) -> bool {
-        self.store.holds(range)
+        if !self.seeding() {
+            return self.store.holds(range);
+        }
+        self.rounds.try_borrow().is_ok_and(|rounds| {
+            (range.start()..=range.end()).all(|block| !rounds.listed.contains(block))
+        }) && self.store.holds(range)
     }
 
     fn read_at(&self, offset: u32, buf: &mut [u8]) -> Result<(), StoreError> {
@@ -197,8 +212,10 @@ mod tests {
         seed.publish(Instant::from_millis(0));
         assert_eq!(listed(&seed), [(0, 1), (4, 7)]);
         assert_eq!(seed.served_this_round(), 2);
-        // Served blocks are still served when asked for.
-        assert!(seed.holds(BlockRange::single(2)));
+        // Served blocks are refused for the rest of the round.
+        assert!(!seed.holds(BlockRange::single(2)));
+        assert!(!seed.holds(BlockRange::new(1, 2).unwrap()));
+        assert!(seed.holds(BlockRange::single(1)));
         for block in [0, 1, 4, 5, 6] {
             serve(&seed, block);
         }
@@ -209,6 +226,7 @@ mod tests {
         // Every block went out once: the next round lists them all again.
         assert_eq!(listed(&seed), [(0, 7)]);
         assert_eq!(seed.served_this_round(), 0);
+        assert!(seed.holds(BlockRange::new(0, 7).unwrap()));
     }
 
     #[test]
@@ -220,6 +238,21 @@ mod tests {
         seed.read_at(1024 + 512, &mut buf).unwrap();
         seed.publish(Instant::from_millis(0));
         assert_eq!(listed(&seed), [(0, 0), (4, 7)]);
+    }
+
+    #[test]
+    fn a_round_ends_with_a_sixteenth_left() {
+        let data = std::vec![7u8; 32 * 1024];
+        let store: SliceStore<'_> = SliceStore::new(&data).unwrap();
+        let seed = SuperSeed::<_, 4>::new(&store);
+        for block in 0..29 {
+            serve(&seed, block);
+        }
+        seed.publish(Instant::from_millis(0));
+        assert_eq!(listed(&seed), [(29, 31)]);
+        serve(&seed, 29);
+        seed.publish(Instant::from_millis(0));
+        assert_eq!(listed(&seed), [(0, 31)]);
     }
 
     #[test]
