@@ -50,6 +50,13 @@ bind_interrupts!(struct Irqs {
 
 type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
 
+// This example serves a built-in file; a filling node (the fetcher) is the hand-written
+// boards' alone for now.
+const _: () = assert!(
+    settings::FILL_MANIFEST.is_none(),
+    "nucleo-f429zi-embassy serves a built-in file: build it without P2P_MANIFEST"
+);
+
 /// The file every connection serves, with its digests (from the build-time settings).
 static STORE: StaticCell<SliceStore<'static, MAX_HELD_RANGES>> = StaticCell::new();
 
