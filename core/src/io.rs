@@ -29,6 +29,13 @@
 //!   the connection), and so is `std::net::TcpStream::set_read_timeout` through
 //!   `embedded-io-adapters` on Unix (`WouldBlock`, which it maps to `Other`).
 //!
+//! # Flushing
+//!
+//! The server flushes the stream whenever it has written everything it has to say for now,
+//! before it waits for more requests or returns: so a buffered writer's bytes reach the peer.
+//! On embassy-net, `flush` waits until the peer has acknowledged the data, which costs a round
+//! trip per batch of answers, not per write. The client flushes after every request it sends.
+//!
 //! # Buffers
 //!
 //! The caller owns the buffers, as [`IoBuffers`]: the server reads requests into `rx` (a
