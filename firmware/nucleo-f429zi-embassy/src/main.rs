@@ -3,7 +3,9 @@
 //! built-in file through p2p-core's `embedded-io-async` adapter
 //! ([`p2p_core::io::asynch::serve_connection`]) on an embassy-net `TcpSocket`. The serving
 //! logic is p2p-core's `ServerSession`, the same as the hand-written boards run; only the
-//! network stack and the scheduling differ.
+//! network stack and the scheduling differ. Each socket's reads wake the adapter once a second
+//! (`Paced`), so the session's idle timeout closes a connection whose peer went silent, as on
+//! the hand-written boards.
 //!
 //! Built and linted in CI; it has never run on hardware. Logs go out as defmt over RTT.
 #![no_std]
@@ -38,9 +40,11 @@ const SOCKET_TX: usize = 4096;
 /// before they are written into the socket.
 const IO_RX: usize = 64;
 const IO_TX: usize = 1024;
-/// A connection that receives nothing for this long is reset by embassy-net; the adapter
-/// then ends with a read error.
+/// smoltcp's own timeout: a connection whose peer acknowledges nothing for this long is reset
+/// (a peer that stops reading holds a write, where the session cannot see its idle timeout).
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a read waits before it wakes the adapter to check the session's idle timeout.
+const READ_WAKEUP: Duration = Duration::from_secs(1);
 /// How long DHCP is tried before the fallback address from the MAC is used.
 const DHCP_FALLBACK_AFTER: Duration = Duration::from_secs(3);
 
@@ -59,6 +63,62 @@ const _: () = assert!(
 
 /// The file every connection serves, with its digests (from the build-time settings).
 static STORE: StaticCell<SliceStore<'static, MAX_HELD_RANGES>> = StaticCell::new();
+
+/// An accepted socket whose reads give up after [`READ_WAKEUP`] with `ErrorKind::TimedOut`:
+/// the adapter takes that as a wakeup, so the session's own idle timeout (30 s without
+/// progress, writes included) closes a connection whose peer went silent.
+struct Paced<'a>(TcpSocket<'a>);
+
+/// A socket error, or a read that waited [`READ_WAKEUP`].
+#[derive(Debug, defmt::Format)]
+enum PacedError {
+    Tcp(embassy_net::tcp::Error),
+    Wakeup,
+}
+
+impl core::fmt::Display for PacedError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Tcp(error) => write!(f, "{error:?}"),
+            Self::Wakeup => f.write_str("no bytes within the read wakeup"),
+        }
+    }
+}
+
+impl core::error::Error for PacedError {}
+
+impl embedded_io_async::Error for PacedError {
+    fn kind(&self) -> embedded_io_async::ErrorKind {
+        match self {
+            Self::Tcp(error) => embedded_io_async::Error::kind(error),
+            Self::Wakeup => embedded_io_async::ErrorKind::TimedOut,
+        }
+    }
+}
+
+impl embedded_io_async::ErrorType for Paced<'_> {
+    type Error = PacedError;
+}
+
+impl embedded_io_async::Read for Paced<'_> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, PacedError> {
+        // embassy-net's read is cancel-safe: a timed-out read loses no bytes.
+        match with_timeout(READ_WAKEUP, self.0.read(buf)).await {
+            Ok(read) => read.map_err(PacedError::Tcp),
+            Err(_) => Err(PacedError::Wakeup),
+        }
+    }
+}
+
+impl embedded_io_async::Write for Paced<'_> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, PacedError> {
+        self.0.write(buf).await.map_err(PacedError::Tcp)
+    }
+
+    async fn flush(&mut self) -> Result<(), PacedError> {
+        self.0.flush().await.map_err(PacedError::Tcp)
+    }
+}
 
 #[embassy_executor::task]
 async fn net_task(mut runner: embassy_net::Runner<'static, Device>) -> ! {
@@ -85,13 +145,14 @@ async fn serve_task(
             continue;
         }
         info!("connection {}: from {}", index, socket.remote_endpoint());
+        let mut stream = Paced(socket);
         let buffers = IoBuffers {
             rx: &mut io_rx,
             tx: &mut io_tx,
         };
         let mut now = || Instant::from_millis(embassy_time::Instant::now().as_millis());
         let ended = asynch::serve_connection(
-            &mut socket,
+            &mut stream,
             ServerConfig::new(store, settings::PEERS),
             buffers,
             &mut now,
@@ -102,6 +163,7 @@ async fn serve_task(
             Ok(ended) => info!("connection {}: ended: {}", index, ended),
             Err(error) => info!("connection {}: ended: {}", index, error),
         }
+        let Paced(mut socket) = stream;
         socket.close();
         // Let the FIN go out (or give up) before the socket's buffers are reused.
         let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
