@@ -10,7 +10,10 @@
 //! On the server side, [`blocking::serve_connection`] and [`asynch::serve_connection`] serve
 //! one accepted connection until it ends. On the client side, [`blocking::Client`] and
 //! [`asynch::Client`] send requests and hand each piece of the answers to a closure
-//! (block data straight from the receive buffer, never copied).
+//! (block data straight from the receive buffer, never copied), and
+//! [`blocking::fetch_connection`] and [`asynch::fetch_connection`] run one connection of a
+//! [`Fetcher`](crate::fetch::Fetcher), which verifies every block against the manifest and
+//! fills a [`FlashStore`](crate::flash_store::FlashStore).
 //!
 //! # Time
 //!
@@ -83,7 +86,7 @@ pub enum Ended {
     Peer,
 }
 
-/// A stream error that ended a served connection.
+/// A stream error that ended a served connection (or a fetcher's connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ServeError<E> {

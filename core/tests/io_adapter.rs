@@ -26,15 +26,16 @@ fn file() -> Vec<u8> {
         .collect()
 }
 
-/// A std stream as an `embedded-io-async` one: each call blocks, which is fine for a
-/// connection of its own on its own thread under a `block_on`.
-struct AsyncStd(TcpStream);
+/// A std stream as an `embedded-io` and an `embedded-io-async` one, its read timeout as
+/// `TimedOut`. The async calls block, which is fine for a connection of its own on its own
+/// thread under a `block_on`.
+struct Std(TcpStream);
 
-impl embedded_io_async::ErrorType for AsyncStd {
+impl embedded_io_async::ErrorType for Std {
     type Error = std::io::Error;
 }
 
-impl embedded_io_async::Read for AsyncStd {
+impl embedded_io_async::Read for Std {
     /// A read timeout as embedded-io's `TimedOut` (std on Unix says `WouldBlock`).
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         self.0.read(buf).map_err(|error| match error.kind() {
@@ -44,12 +45,28 @@ impl embedded_io_async::Read for AsyncStd {
     }
 }
 
-impl embedded_io_async::Write for AsyncStd {
+impl embedded_io_async::Write for Std {
     async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
         self.0.write(buf)
     }
 
     async fn flush(&mut self) -> Result<(), Self::Error> {
+        self.0.flush()
+    }
+}
+
+impl embedded_io::Read for Std {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        embassy_futures::block_on(embedded_io_async::Read::read(self, buf))
+    }
+}
+
+impl embedded_io::Write for Std {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
         self.0.flush()
     }
 }
@@ -119,7 +136,7 @@ fn spawn_server(
                     )
                 }
                 Adapter::Async => {
-                    let mut stream = AsyncStd(stream);
+                    let mut stream = Std(stream);
                     let mut on_event = |e| events.push(e);
                     format!(
                         "{:?}",
@@ -242,7 +259,7 @@ fn async_client_fetches_from_blocking_server() {
     let (addr, outcomes) = spawn_server(Adapter::Blocking, data.clone(), Some("1-68"), 1, None);
     let mut rx = [0u8; 300];
     let mut client: asynch::Client<'_, _, 4> =
-        asynch::Client::new(AsyncStd(connect(addr)), ClientLimits::default(), &mut rx);
+        asynch::Client::new(Std(connect(addr)), ClientLimits::default(), &mut rx);
     embassy_futures::block_on(async {
         let mut held = Vec::new();
         client
@@ -338,5 +355,85 @@ fn a_silent_peer_is_dropped() {
             assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
         }
         drop(stream);
+    }
+}
+
+/// The fetcher, one connection at a time over std TCP, fills a flash store from a server on
+/// the other adapter, verifying every block against the manifest.
+#[test]
+fn the_fetcher_fills_a_store_over_streams() {
+    use p2p_core::fetch::{FetchConfig, Fetcher};
+    use p2p_core::flash_store::FlashStore;
+    use p2p_core::manifest::manifest_digest;
+    use p2p_core::ram_flash::RamFlash;
+    use p2p_core::{BlockStore, PeerAddr};
+
+    for adapter in [Adapter::Blocking, Adapter::Async] {
+        let data = file();
+        let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+        let (addr, _outcomes) = spawn_server(adapter, data.clone(), None, 8, None);
+        let mut flash = vec![0u8; 256 * 1024];
+        let store: FlashStore<RamFlash<'_>, 64> = FlashStore::open(
+            RamFlash::new(&mut flash),
+            manifest_digest(data.len() as u32, &digests),
+        )
+        .unwrap();
+        let peer = PeerAddr::new([127, 0, 0, 1], addr.port());
+        let started = std::time::Instant::now();
+        let mut now = || Instant::from_millis(started.elapsed().as_millis() as u64);
+        let mut fetcher: Fetcher<4, 1, 64, 1024> =
+            Fetcher::new(FetchConfig::default(), &[peer], now());
+        let mut events = Vec::new();
+        let mut connections = 0;
+        while !fetcher.is_complete() && started.elapsed() < Duration::from_secs(20) {
+            fetcher.poll(now(), &store, &mut |e| events.push(format!("{e:?}")));
+            let Some((slot, to)) = fetcher.poll_connect(now()) else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            assert_eq!(to, peer);
+            connections += 1;
+            let stream = TcpStream::connect(addr).unwrap();
+            // Wakes the fetcher for its timers while nothing arrives.
+            stream
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut stream = Std(stream);
+            let (mut rx, mut tx) = ([0u8; 3000], [0u8; 64]);
+            let buffers = IoBuffers {
+                rx: &mut rx,
+                tx: &mut tx,
+            };
+            let mut on_event = |e| events.push(format!("{e:?}"));
+            let result = match adapter {
+                Adapter::Blocking => blocking::fetch_connection(
+                    &mut stream,
+                    &mut fetcher,
+                    slot,
+                    &store,
+                    buffers,
+                    &mut now,
+                    &mut on_event,
+                ),
+                Adapter::Async => embassy_futures::block_on(asynch::fetch_connection(
+                    &mut stream,
+                    &mut fetcher,
+                    slot,
+                    &store,
+                    buffers,
+                    &mut now,
+                    &mut on_event,
+                )),
+            };
+            result.unwrap();
+        }
+        assert!(fetcher.is_complete(), "{adapter:?}: {events:?}");
+        assert!(
+            connections <= 2,
+            "{adapter:?}: {connections} connections: {events:?}"
+        );
+        let mut fetched = vec![0u8; data.len()];
+        store.read_at(0, &mut fetched).unwrap();
+        assert!(fetched == data, "{adapter:?}: the store holds the file");
     }
 }

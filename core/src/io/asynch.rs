@@ -25,10 +25,13 @@ use super::{
     ClientCore, Decoded, Ended, IoBuffers, RequestError, ServeError, ServeLoop, ServeStep,
 };
 use crate::client::{ClientEvent, ClientLimits, ClientSession};
+use crate::fetch::{FetchEvent, Fetcher};
+use crate::flash_store::FlashStore;
 use crate::server::{PIPELINE_DEPTH, ServerConfig, SessionEvent};
 use crate::time::Instant;
 use crate::wire::Request;
 use embedded_io_async::{Read, Write};
+use embedded_storage::nor_flash::NorFlash;
 
 /// Writes all of `bytes`; `Err(None)` if the stream took none of a write.
 async fn write_all<S: Write>(stream: &mut S, mut bytes: &[u8]) -> Result<(), Option<S::Error>> {
@@ -85,6 +88,106 @@ pub async fn serve_connection<S: Read + Write>(
                 }
             }
             ServeStep::Done(ended) => return Ok(ended),
+        }
+    }
+}
+
+/// Runs the [`Fetcher`]'s connection `slot` on `stream` until the fetcher is done with it,
+/// the fetch is complete, or the stream ends; returns having told the fetcher
+/// [`closed`](Fetcher::closed) (the stream is left to the caller to close).
+///
+/// Open `stream` to the peer [`Fetcher::poll_connect`] named for `slot` first; this reports
+/// it [`connected`](Fetcher::connected). The fetcher's requests are put together in
+/// `buffers.tx` and its answers read into `buffers.rx` (a few KiB: the bytes in flight per
+/// read). Block data is verified and written to `store` as it arrives, exactly as with the
+/// smoltcp fetch driver.
+///
+/// The fetcher has timers (stall, refresh, rotation), and this awaits `read` between
+/// answers: the stream needs a read timeout that fails with
+/// [`ErrorKind::TimedOut`](embedded_io::ErrorKind::TimedOut) (e.g. a read raced
+/// against a timer), shorter than the
+/// [`FetchConfig`](crate::fetch::FetchConfig) refresh (500 ms by default), so the fetcher is
+/// polled while nothing arrives. Without one a connection whose peer has nothing more to
+/// give waits until the peer closes it.
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch_connection<
+    S: Read + Write,
+    F: NorFlash,
+    const P: usize,
+    const C: usize,
+    const B: usize,
+    const K: usize,
+    const SB: usize,
+>(
+    stream: &mut S,
+    fetcher: &mut Fetcher<P, C, B, K>,
+    slot: usize,
+    store: &FlashStore<F, SB>,
+    buffers: IoBuffers<'_>,
+    now: &mut dyn FnMut() -> Instant,
+    on_event: &mut dyn FnMut(FetchEvent),
+) -> Result<(), ServeError<S::Error>> {
+    fetcher.connected(slot, now());
+    let result = fetch_rounds(stream, fetcher, slot, store, buffers, now, on_event).await;
+    fetcher.closed(slot, now());
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_rounds<
+    S: Read + Write,
+    F: NorFlash,
+    const P: usize,
+    const C: usize,
+    const B: usize,
+    const K: usize,
+    const SB: usize,
+>(
+    stream: &mut S,
+    fetcher: &mut Fetcher<P, C, B, K>,
+    slot: usize,
+    store: &FlashStore<F, SB>,
+    buffers: IoBuffers<'_>,
+    now: &mut dyn FnMut() -> Instant,
+    on_event: &mut dyn FnMut(FetchEvent),
+) -> Result<(), ServeError<S::Error>> {
+    if buffers.rx.is_empty() || buffers.tx.is_empty() {
+        return Err(ServeError::NoBuffer);
+    }
+    loop {
+        let time = now();
+        fetcher.poll(time, store, on_event);
+        let mut wrote = false;
+        while !fetcher.wants_close(slot) && fetcher.wants_transmit(slot, time, store) {
+            let len = fetcher.transmit(slot, buffers.tx, time, store);
+            if len == 0 {
+                break;
+            }
+            write_all(stream, buffers.tx.get(..len).unwrap_or_default())
+                .await
+                .map_err(|e| e.map_or(ServeError::WriteZero, ServeError::Write))?;
+            wrote = true;
+        }
+        if wrote {
+            stream.flush().await.map_err(ServeError::Write)?;
+        }
+        if fetcher.wants_close(slot) || fetcher.is_complete() {
+            return Ok(());
+        }
+        let len = match stream.read(buffers.rx).await {
+            Ok(0) => return Ok(()),
+            Ok(len) => len,
+            Err(error) if super::is_wakeup(&error) => continue,
+            Err(error) => return Err(ServeError::Read(error)),
+        };
+        let mut at = 0;
+        while at < len {
+            let input = buffers.rx.get(at..len).unwrap_or_default();
+            let used = fetcher.receive(slot, input, now(), store, on_event);
+            if used == 0 {
+                break;
+            }
+            at += used;
         }
     }
 }
