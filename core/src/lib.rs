@@ -18,6 +18,8 @@
 //! - [`fetch`]: the fetcher, filling a [`flash_store::FlashStore`] from many peers at once.
 //! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
 //! - `fetch_driver` (feature `smoltcp`): the fetcher's connections as smoltcp client sockets.
+//! - `io` (features `embedded-io`, `embedded-io-async`): serving and requesting over any
+//!   `embedded-io` or `embedded-io-async` stream (embassy-net, W5500 sockets, std streams).
 //!
 //! `PROTOCOL.md` at the repository root is the specification this crate implements.
 #![no_std]
@@ -40,6 +42,8 @@ pub mod fetch;
 pub mod fetch_driver;
 pub mod flash_store;
 pub mod geometry;
+#[cfg(feature = "embedded-io")]
+pub mod io;
 pub mod manifest;
 pub mod partition;
 pub mod ram_flash;

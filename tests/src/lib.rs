@@ -2,6 +2,8 @@
 //! cannot be made, the project's binaries, and a small protocol client on p2p-core's
 //! `ClientSession` over kernel TCP.
 
+pub mod conformance;
+
 use p2p_core::BlockRange;
 use p2p_core::client::{ClientEvent, ClientLimits, ClientSession};
 use p2p_core::wire::{PeerAddr, Request};

@@ -1,18 +1,15 @@
 //! host-sim on a real TAP device in a private network namespace, spoken to through the
-//! kernel's TCP from a thread inside that namespace.
+//! kernel's TCP from a thread inside that namespace. The conformance checks
+//! (`p2p_tests::conformance`) run against p2p-core's embedded-io adapter too
+//! (`tests/io_adapter.rs`).
 
-use p2p_core::BlockRange;
-use p2p_core::wire::{PeerAddr, Request};
+use p2p_core::wire::Request;
 use p2p_tests::{
-    Answer, Conn, SAMPLE, Scratch, binary, cpu_share, download_concurrently,
-    pipelined_sample_blocks, start_host_sim, test_net, whole_file,
+    Answer, Conn, SAMPLE, Scratch, binary, conformance, cpu_share, download_concurrently,
+    start_host_sim, test_net, whole_file,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
-
-fn range(start: u16, end: u16) -> BlockRange {
-    BlockRange::new(start, end).expect("range")
-}
 
 #[test]
 fn every_message_is_answered() {
@@ -29,118 +26,24 @@ fn every_message_is_answered() {
             "10.0.0.4:9000",
         ],
     );
-    let answers = net
-        .run_inside(move || {
-            let mut conn = Conn::connect(addr).expect("connect");
-            conn.set_file_size(SAMPLE.len() as u32);
-            conn.ask(&[
-                Request::PeerList,
-                Request::BlockList,
-                Request::FileSize,
-                Request::Block { start: 5, end: 6 },
-                Request::Block {
-                    start: 292,
-                    end: 292,
-                },
-                Request::Block {
-                    start: 99,
-                    end: 100,
-                },
-            ])
-            .expect("answers")
-        })
+    net.run_inside(move || conformance::every_message_is_answered(addr))
         .expect("inside");
-    assert_eq!(
-        answers,
-        [
-            Answer::Peers(vec![
-                PeerAddr::new([10, 0, 0, 3], 8888),
-                PeerAddr::new([10, 0, 0, 4], 9000)
-            ]),
-            Answer::Ranges(vec![range(0, 99), range(200, 292)]),
-            Answer::Size(300_000),
-            Answer::Data(SAMPLE[5 * 1024..7 * 1024].to_vec()),
-            Answer::Data(SAMPLE[292 * 1024..].to_vec()),
-            Answer::Failure("blocks 99-100 are not all held here".into()),
-        ]
-    );
 }
 
 #[test]
 fn requests_split_byte_by_byte_and_pipelined_are_answered_in_order() {
     let Some(mut net) = test_net(1) else { return };
     let (_, addr) = start_host_sim(&mut net, 0, &[]);
-    net.run_inside(move || {
-        let mut conn = Conn::connect(addr).expect("connect");
-        conn.set_file_size(SAMPLE.len() as u32);
-        let requests = [
-            Request::FileSize,
-            Request::Block { start: 1, end: 1 },
-            Request::BlockList,
-        ];
-        let answers = conn.ask_byte_by_byte(&requests).expect("answers");
-        assert_eq!(
-            answers,
-            [
-                Answer::Size(300_000),
-                Answer::Data(SAMPLE[1024..2048].to_vec()),
-                Answer::Ranges(vec![range(0, 292)])
-            ]
-        );
-
-        let (requests, expected) =
-            pipelined_sample_blocks(60, 7, (Request::FileSize, Answer::Size(300_000)));
-        assert_eq!(conn.ask(&requests).expect("pipelined answers"), expected);
-    })
-    .expect("inside");
+    net.run_inside(move || conformance::requests_split_byte_by_byte_and_pipelined(addr))
+        .expect("inside");
 }
 
 #[test]
 fn malformed_input_gets_failure_or_error() {
     let Some(mut net) = test_net(1) else { return };
     let (_, addr) = start_host_sim(&mut net, 0, &["--blocks", "0-9"]);
-    net.run_inside(move || {
-        let mut conn = Conn::connect(addr).expect("connect");
-        conn.set_file_size(SAMPLE.len() as u32);
-        let answers = conn
-            .ask(&[
-                Request::Block { start: 9, end: 3 },
-                Request::Block { start: 0, end: 400 },
-                Request::Block { start: 5, end: 12 },
-                Request::Block { start: 2, end: 2 },
-            ])
-            .expect("answers");
-        assert_eq!(
-            answers,
-            [
-                Answer::Failure("start block 9 is after end block 3".into()),
-                Answer::Failure("block 400 is beyond the last block 292".into()),
-                Answer::Failure("blocks 5-12 are not all held here".into()),
-                Answer::Data(SAMPLE[2048..3072].to_vec()),
-            ],
-            "failures leave the connection usable"
-        );
-        // An unknown type: the request before it is answered, then Error, then close.
-        conn.encode(&[Request::FileSize]).expect("encode");
-        conn.stream.write_all(&[0x07, 0x42, 0x07]).expect("write");
-        let answers = conn.read_answers(2).expect("answers");
-        assert_eq!(answers[0], Answer::Size(300_000));
-        assert_eq!(
-            answers[1],
-            Answer::Error("unknown message type 0x42; closing the connection".into())
-        );
-        assert!(conn.closed_by_server());
-        // A response type sent to the server is refused the same way.
-        let mut conn = Conn::connect(addr).expect("connect");
-        conn.stream.write_all(&[0x08, 0, 0, 0, 1]).expect("write");
-        let answers = conn.read_answers(1).expect("answers");
-        assert!(
-            matches!(&answers[0], Answer::Error(text) if text.contains("0x08")),
-            "{answers:?}"
-        );
-        assert!(conn.closed_by_server());
-    })
-    .expect("inside");
+    net.run_inside(move || conformance::malformed_input_gets_failure_or_error(addr))
+        .expect("inside");
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
         EMBEDDED_TARGET,
         "--all-features",
     ]))?;
+    publishable_core()?;
     // Binaries and firmware first: the end-to-end tests run them.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     crate::firmware::build()?;
@@ -68,6 +69,104 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     println!("\nxtask test: every check passed");
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     Ok(())
+}
+
+/// p2p-core's minimum supported Rust version: `rust-version` in core/Cargo.toml, and the
+/// toolchain `cargo xtask test` checks the crate with. The project's machines have exactly one
+/// toolchain, so this is the oldest that can be tested here.
+pub const CORE_MSRV: &str = "1.95.0";
+
+/// The revision whose p2p-core public API the current one is compared with by
+/// cargo-semver-checks: the last release. None is published yet, so it is the API of 0.1.0
+/// before the `io` module was added; move it to the release commit when one is published.
+pub const SEMVER_BASELINE: &str = "9d2c90f278e93af5ddb760bc14a405bd366d9bd3";
+
+/// What publishing p2p-core needs: its docs build without a warning, its example runs, it
+/// builds with its stated MSRV, and its public API has no breaking change that its version
+/// does not allow.
+fn publishable_core() -> Result<(), String> {
+    run(cargo()
+        .args(["doc", "-p", "p2p-core", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    // The example serves over std TCP on loopback and fetches from itself, byte-exact.
+    run(cargo().args([
+        "run",
+        "-p",
+        "p2p-core",
+        "--features",
+        "embedded-io",
+        "--example",
+        "serve_std",
+    ]))?;
+    check_msrv()?;
+    semver_check()
+}
+
+/// `cargo check` of p2p-core, every feature, with the MSRV toolchain, after checking that
+/// core/Cargo.toml states that MSRV.
+fn check_msrv() -> Result<(), String> {
+    let manifest = std::fs::read_to_string(crate::run::root().join("core/Cargo.toml"))
+        .map_err(|e| format!("core/Cargo.toml: {e}"))?;
+    let stated = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = "))
+        .map(|value| value.trim().trim_matches('"').to_string())
+        .ok_or("core/Cargo.toml states no rust-version")?;
+    if !CORE_MSRV.starts_with(&format!("{stated}.")) && CORE_MSRV != stated {
+        return Err(format!(
+            "core/Cargo.toml says rust-version {stated}, xtask checks {CORE_MSRV}"
+        ));
+    }
+    let version_of = |command: &mut std::process::Command| {
+        command
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // The toolchain by its number if rustup has it; else the default one, if that is the
+    // MSRV (rustup cannot download another toolchain here).
+    let wanted = format!("rustc {CORE_MSRV} ");
+    let mut check = if version_of(command("rustup").args(["run", CORE_MSRV, "rustc", "--version"]))
+        .is_some_and(|v| v.starts_with(&wanted))
+    {
+        let mut check = command("rustup");
+        check.args(["run", CORE_MSRV, "cargo"]);
+        check
+    } else if version_of(command("rustc").arg("--version")).is_some_and(|v| v.starts_with(&wanted))
+    {
+        command("cargo")
+    } else {
+        return Err(format!(
+            "no Rust {CORE_MSRV} toolchain (p2p-core's MSRV): rustup toolchain install {CORE_MSRV}"
+        ));
+    };
+    // The library only: dev-dependencies (criterion, proptest) have MSRVs of their own.
+    check.args(["check", "-p", "p2p-core", "--all-features"]);
+    for variable in ["CARGO", "RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN"] {
+        check.env_remove(variable);
+    }
+    run(&mut check)
+}
+
+/// cargo-semver-checks on p2p-core against [`SEMVER_BASELINE`], installed first if missing
+/// (as cargo-fuzz is).
+fn semver_check() -> Result<(), String> {
+    if command("cargo-semver-checks")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        run(cargo().args(["install", "cargo-semver-checks", "--locked"]))?;
+    }
+    run(cargo().args([
+        "semver-checks",
+        "check-release",
+        "-p",
+        "p2p-core",
+        "--baseline-rev",
+        SEMVER_BASELINE,
+    ]))
 }
 
 /// Runs every fuzz target for a short while from its corpus in core/fuzz/corpus. New inputs go

@@ -5,8 +5,9 @@ use crate::run::{command, root, run};
 use std::path::PathBuf;
 
 const TARGET_DIR: &str = "firmware/target/thumbv7em-none-eabihf/release";
-/// The boards, by package name (each also its binary's name).
-pub const BOARDS: [&str; 2] = ["mps2-an386", "nucleo-f429zi"];
+/// The boards, by package name (each also its binary's name). `nucleo-f429zi-embassy` is the
+/// embassy example (embassy-net and p2p-core's embedded-io-async adapter), built and linted.
+pub const BOARDS: [&str; 3] = ["mps2-an386", "nucleo-f429zi", "nucleo-f429zi-embassy"];
 
 #[derive(clap::Args)]
 pub struct FirmwareArgs {
