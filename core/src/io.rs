@@ -232,7 +232,7 @@ impl<'a, 'b> ServeLoop<'a, 'b> {
         if self.unflushed {
             return ServeStep::Flush;
         }
-        if let Some(reason) = self.session.close_reason(now) {
+        if let Some(reason) = self.session.poll_timeouts(now) {
             return ServeStep::Done(Ended::Session(reason));
         }
         if self.eof || self.start < self.end {
