@@ -3,6 +3,7 @@
 use crate::Board;
 use crate::network::Network;
 use crate::settings::{self, MAX_HELD_RANGES};
+use crate::sleep;
 use embedded_storage::nor_flash::NorFlash;
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
@@ -284,8 +285,8 @@ fn poll_forever<'a, B: Board>(
     round: &mut Round<'_, 'a, B>,
 ) -> ! {
     loop {
-        board.feed_watchdog();
         let now = board.now();
+        board.housekeeping(now);
         // Poll until quiet (a few rounds at most): what the services queue goes out in the
         // same round, and its acknowledgements make room for more.
         let mut round_at = None;
@@ -301,7 +302,7 @@ fn poll_forever<'a, B: Board>(
             .into_iter()
             .flatten()
             .min();
-        board.sleep_until(deadline);
+        sleep::sleep_until(board, deadline);
     }
 }
 

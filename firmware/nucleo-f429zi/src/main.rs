@@ -124,6 +124,8 @@ impl Nucleo {
 impl p2p_firmware::Board for Nucleo {
     type Device = Eth;
     type Storage = Partition<InternalFlash>;
+    /// Well within the watchdog's timeout.
+    const MAX_SLEEP: Duration = MAX_SLEEP;
 
     fn name(&self) -> &'static str {
         "nucleo-f429zi"
@@ -145,35 +147,15 @@ impl p2p_firmware::Board for Nucleo {
         self.clock.now()
     }
 
-    fn sleep_until(&mut self, deadline: Option<Instant>) {
-        let now = self.clock.now();
-        self.check_link(now);
-        let limit = now + MAX_SLEEP;
-        let until = deadline.map_or(limit, |at| at.min(limit));
-        // Frames the last poll left in the ring (or an interrupt since it) need no sleep.
-        if eth::take_event() || self.eth.frame_waiting() {
-            return;
-        }
-        // SysTick wakes the core every millisecond to look at the clock; the ETH interrupt
-        // wakes it for a frame.
-        while self.clock.now() < until {
-            // With interrupts masked, an interrupt that comes after the check still ends the
-            // WFI (its handler runs once they are unmasked), so no wake-up is lost.
-            let event = cortex_m::interrupt::free(|_| {
-                let event = eth::take_event();
-                if !event {
-                    cortex_m::asm::wfi();
-                }
-                event
-            });
-            if event {
-                break;
-            }
-        }
+    /// Frames the last poll left in the ring, or an ETH interrupt since it. No `wake_at`:
+    /// SysTick wakes the core every millisecond to look at the clock.
+    fn rx_pending(&mut self) -> bool {
+        eth::take_event() || self.eth.frame_waiting()
     }
 
-    fn feed_watchdog(&mut self) {
+    fn housekeeping(&mut self, now: Instant) {
         self.watchdog.feed();
+        self.check_link(now);
     }
 
     fn stack_peak(&self) -> usize {
