@@ -8,6 +8,7 @@ pub mod network;
 mod serve;
 pub mod settings;
 mod sleep;
+pub mod stack;
 
 pub use serve::{CONNECTIONS, run};
 
@@ -47,9 +48,5 @@ pub trait Board {
     /// boards with a PHY follow its link.
     fn housekeeping(&mut self, now: Instant) {
         let _ = now;
-    }
-    /// The most stack used so far, in bytes, where the board measures it.
-    fn stack_peak(&self) -> usize {
-        0
     }
 }

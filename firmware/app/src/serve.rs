@@ -3,7 +3,7 @@
 use crate::Board;
 use crate::network::Network;
 use crate::settings::{self, MAX_HELD_RANGES};
-use crate::sleep;
+use crate::{sleep, stack};
 use embedded_storage::nor_flash::NorFlash;
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
@@ -147,10 +147,8 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
         &mut iface,
         &mut sockets,
         &mut network,
-        &mut |now, _, sockets, board| match &mut service {
-            Service::Protocol(server) => {
-                server.poll(now, sockets, &mut |event| log(event, &*board))
-            }
+        &mut |now, _, sockets, _| match &mut service {
+            Service::Protocol(server) => server.poll(now, sockets, &mut log),
             Service::Raw(raw) => raw.poll(sockets),
         },
     )
@@ -225,7 +223,7 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
             }
             let serve_at = server
                 .as_mut()
-                .and_then(|server| server.poll(now, sockets, &mut |event| log(event, &*board)));
+                .and_then(|server| server.poll(now, sockets, &mut log));
             // New blocks become visible only between Block List Responses.
             if server.as_ref().is_none_or(|server| !server.listing()) {
                 store.publish();
@@ -395,7 +393,7 @@ impl RawSender {
     }
 }
 
-fn log<B: Board>(event: DriverEvent, board: &B) {
+fn log(event: DriverEvent) {
     match event {
         DriverEvent::Connected { slot, remote } => {
             defmt::info!("[{}] connected from {}", slot, remote)
@@ -415,7 +413,7 @@ fn log<B: Board>(event: DriverEvent, board: &B) {
                 Ended::Peer => defmt::info!("[{}] closed by peer", slot),
                 Ended::Session(reason) => defmt::info!("[{}] closed: {}", slot, reason),
             }
-            defmt::info!("stack peak {=usize} bytes", board.stack_peak());
+            defmt::info!("stack peak {=usize} bytes", stack::peak_use());
         }
     }
 }

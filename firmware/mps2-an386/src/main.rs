@@ -4,7 +4,6 @@
 #![no_main]
 
 mod lan9118;
-mod stack;
 mod timer;
 
 use cortex_m::peripheral::NVIC;
@@ -105,15 +104,11 @@ impl p2p_firmware::Board for Mps2 {
         // goes round the sleep loop again.
         timer::wake_after((at - now).total_micros().div_ceil(1000));
     }
-
-    fn stack_peak(&self) -> usize {
-        stack::peak_use()
-    }
 }
 
 #[entry]
 fn main() -> ! {
-    stack::paint();
+    p2p_firmware::stack::paint();
     defmt::info!("p2p-blocks firmware on mps2-an386");
     // SAFETY: 0x4020_0000 is the MPS2's LAN9118 register block, and only this driver uses it.
     let eth = match unsafe { Lan9118::new(LAN9118_BASE) } {

@@ -4,7 +4,6 @@
 #![no_main]
 
 mod eth;
-mod stack;
 mod storage;
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -157,10 +156,6 @@ impl p2p_firmware::Board for Nucleo {
         self.watchdog.feed();
         self.check_link(now);
     }
-
-    fn stack_peak(&self) -> usize {
-        stack::peak_use()
-    }
 }
 
 /// A locally administered unicast MAC from the chip's unique ID: 02 and 40 bits of an FNV-1a
@@ -181,7 +176,7 @@ fn mac_from_uid() -> [u8; 6] {
 
 #[entry]
 fn main() -> ! {
-    stack::paint();
+    p2p_firmware::stack::paint();
     defmt::info!("p2p-blocks firmware on nucleo-f429zi");
     let (Some(p), Some(mut cp)) = (Peripherals::take(), CorePeripherals::take()) else {
         defmt::panic!("peripherals taken twice");
