@@ -15,6 +15,7 @@ use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, Soc
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress};
+use static_cell::ConstStaticCell;
 
 /// Connections served at once; two more sockets always listen.
 pub const CONNECTIONS: usize = 4;
@@ -116,11 +117,13 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(config, board.device(), now);
     let mut storage: [SocketStorage<'_>; SOCKETS + 1] = Default::default();
-    let mut rx = [[0u8; RX_BUFFER]; SOCKETS];
-    let mut tx = [[0u8; TX_BUFFER]; SOCKETS];
+    // In .bss, where the linker counts them against the RAM; taken once, as this never
+    // returns.
+    static RX: Buffers<RX_BUFFER, SOCKETS> = ConstStaticCell::new([[0; RX_BUFFER]; SOCKETS]);
+    static TX: Buffers<TX_BUFFER, SOCKETS> = ConstStaticCell::new([[0; TX_BUFFER]; SOCKETS]);
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let buffers = socket_buffers(&mut rx, &mut tx);
+    let buffers = socket_buffers(RX.take(), TX.take());
     let mut service = if settings::BENCH_RAW_TCP {
         defmt::warn!(
             "benchmark build: raw TCP on port {=u16}, not the protocol",
@@ -162,16 +165,21 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(config, board.device(), now);
     let mut storage: [SocketStorage<'_>; SOCKETS + FETCHES + 1] = Default::default();
-    let mut rx = [[0u8; FILL_RX_BUFFER]; SOCKETS];
-    let mut tx = [[0u8; FILL_TX_BUFFER]; SOCKETS];
-    let mut fetch_rx = [[0u8; FETCH_RX_BUFFER]; FETCHES];
-    let mut fetch_tx = [[0u8; FETCH_TX_BUFFER]; FETCHES];
+    // As in `serve_built_in`: statics, taken once.
+    static RX: Buffers<FILL_RX_BUFFER, SOCKETS> =
+        ConstStaticCell::new([[0; FILL_RX_BUFFER]; SOCKETS]);
+    static TX: Buffers<FILL_TX_BUFFER, SOCKETS> =
+        ConstStaticCell::new([[0; FILL_TX_BUFFER]; SOCKETS]);
+    static FETCH_RX: Buffers<FETCH_RX_BUFFER, FETCHES> =
+        ConstStaticCell::new([[0; FETCH_RX_BUFFER]; FETCHES]);
+    static FETCH_TX: Buffers<FETCH_TX_BUFFER, FETCHES> =
+        ConstStaticCell::new([[0; FETCH_TX_BUFFER]; FETCHES]);
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let mut serve_buffers = Some(socket_buffers(&mut rx, &mut tx));
+    let mut serve_buffers = Some(socket_buffers(RX.take(), TX.take()));
     let mut driver = FetchDriver::new(
         &mut sockets,
-        socket_buffers(&mut fetch_rx, &mut fetch_tx),
+        socket_buffers(FETCH_RX.take(), FETCH_TX.take()),
         u16::from(mac[5]),
     );
     let config = FetchConfig {
@@ -256,7 +264,10 @@ fn time_block_hashing<B: Board>(board: &mut B) {
     );
 }
 
-/// The buffers of `N` sockets, from arrays the caller keeps.
+/// `N` sockets' receive or transmit buffers of `S` bytes each, as a static.
+type Buffers<const S: usize, const N: usize> = ConstStaticCell<[[u8; S]; N]>;
+
+/// The buffers of `N` sockets, from the static arrays of their receive and transmit buffers.
 fn socket_buffers<'a, const N: usize, const R: usize, const T: usize>(
     rx: &'a mut [[u8; R]; N],
     tx: &'a mut [[u8; T]; N],
