@@ -559,6 +559,7 @@ fn firmware() -> Result<Rows, String> {
 /// Builds the QEMU board serving `file` (or, with `raw`, sending that many raw TCP bytes)
 /// into firmware/target/NAME; returns the ELF.
 fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf, String> {
+    crate::firmware::install_tools()?;
     let target = root().join("firmware/target").join(name);
     let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -658,14 +659,7 @@ fn firmware_peak_stack() -> Result<usize, String> {
 }
 
 fn ensure_defmt_print() -> Result<(), String> {
-    if std::process::Command::new("defmt-print")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return Ok(());
-    }
-    run(cargo().args(["install", "defmt-print", "--locked"]))
+    crate::check::install_cargo_binary("defmt-print", &["defmt-print"])
 }
 
 fn connect_retrying_for(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {

@@ -1,6 +1,6 @@
 //! `cargo xtask firmware ...`: building the boards and measuring their footprint.
 
-use crate::check::install_embedded_target;
+use crate::check::{install_cargo_binary, install_embedded_target};
 use crate::run::{command, root, run};
 use std::path::PathBuf;
 
@@ -88,7 +88,7 @@ pub fn sample_manifest() -> p2p_core::Digest {
 /// Builds every board (release: what is flashed, and what QEMU runs fast enough), and the QEMU
 /// board's test builds.
 pub fn build() -> Result<(), String> {
-    install_embedded_target()?;
+    install_tools()?;
     run(&mut firmware_cargo(&["build", "--release"]))?;
     for (name, board, settings) in test_builds() {
         let mut build = firmware_cargo(&["build", "--release", "-p", board]);
@@ -102,6 +102,14 @@ pub fn build() -> Result<(), String> {
         run(&mut build)?;
     }
     Ok(())
+}
+
+/// What building the firmware needs beyond cargo: the target's standard library, and
+/// flip-link, the firmware's linker (firmware/.cargo/config.toml; 0.1.12 or later sets the
+/// `_stack_end` that cortex-m-rt checks).
+pub fn install_tools() -> Result<(), String> {
+    install_embedded_target()?;
+    install_cargo_binary("flip-link", &["flip-link", "--version", "^0.1.12"])
 }
 
 /// The firmware workspace's own formatting and clippy checks (the root's do not reach it).

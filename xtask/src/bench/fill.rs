@@ -27,6 +27,7 @@ pub fn fill() -> Result<Rows, String> {
 /// 1024 blocks at start-up by its own clock, under QEMU's `-icount shift=0`, where the clock
 /// advances 1 ns per instruction: the figure is instructions per block.
 fn board_sha256() -> Result<Rows, String> {
+    crate::firmware::install_tools()?;
     ensure_defmt_print()?;
     let target = root().join("firmware/target/bench-sha256");
     let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -285,6 +286,7 @@ fn manifest_of(host_sim: &Path, file: &Path) -> Result<String, String> {
 
 /// The QEMU board as a filling node for `manifest`, fetching from 10.0.0.2 and 10.0.0.3.
 fn build_filling_board(manifest: &str) -> Result<std::path::PathBuf, String> {
+    crate::firmware::install_tools()?;
     let target = root().join("firmware/target/bench-fill");
     let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
