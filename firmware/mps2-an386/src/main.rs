@@ -12,6 +12,7 @@ use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use lan9118::Lan9118;
 use p2p_core::ram_flash::RamFlash;
+use panic_probe as _;
 use smoltcp::time::{Duration, Instant};
 
 const LAN9118_BASE: usize = 0x4020_0000;
@@ -134,21 +135,20 @@ unsafe fn DefaultHandler(irq: i16) {
     }
 }
 
+/// Every fault, and the end of every panic: panic-probe logs the panic's message and location
+/// over defmt, then raises a HardFault. Under QEMU this ends the emulation with a failure code
+/// the tests see; on a board without a debugger attached the semihosting call traps, and the
+/// fault resets it.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     defmt::error!("hard fault at pc {=u32:#x}", frame.pc());
-    exit_failure()
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic: {}", defmt::Display2Format(info));
-    exit_failure()
-}
-
-/// Under QEMU, ends the emulation with a failure code the tests see; on a board without a
-/// debugger attached the semihosting call traps, and the fault resets it.
-fn exit_failure() -> ! {
     debug::exit(debug::EXIT_FAILURE);
     cortex_m::peripheral::SCB::sys_reset()
+}
+
+/// `defmt::panic!` has already logged its message: straight to the HardFault, as panic-probe's
+/// own handler ends.
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    panic_probe::hard_fault()
 }

@@ -13,6 +13,7 @@ use cortex_m_rt::{ExceptionFrame, entry, exception};
 use defmt_rtt as _;
 use eth::Eth;
 use p2p_core::partition::Partition;
+use panic_probe as _;
 use smoltcp::time::{Duration, Instant};
 use stm32_eth::dma::{RxRingEntry, TxRingEntry};
 use stm32_eth::hal::gpio::{Alternate, GpioExt, PA2, PC1, Speed as PinSpeed};
@@ -287,20 +288,19 @@ fn main() -> ! {
     p2p_firmware::run(&mut board)
 }
 
+/// Every fault, and the end of every panic: panic-probe logs the panic's message and location
+/// over defmt, then raises a HardFault. Gives a debugger a moment to read the last of the log
+/// from RTT, then resets the chip.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     defmt::error!("hard fault at pc {=u32:#x}", frame.pc());
-    reset()
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic: {}", defmt::Display2Format(info));
-    reset()
-}
-
-/// Gives a debugger a moment to read the last of the log from RTT, then resets the chip.
-fn reset() -> ! {
     cortex_m::asm::delay(SYSCLK_MHZ * 100_000);
     SCB::sys_reset()
+}
+
+/// `defmt::panic!` has already logged its message: straight to the HardFault, as panic-probe's
+/// own handler ends.
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    panic_probe::hard_fault()
 }
