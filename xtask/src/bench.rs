@@ -556,8 +556,8 @@ fn firmware() -> Result<Rows, String> {
     Ok(rows)
 }
 
-/// Builds the QEMU board serving `file` (or, with `raw`, sending that many raw TCP bytes)
-/// into firmware/target/NAME; returns the ELF.
+/// Builds the QEMU board serving `file` (or, with `raw`, its `bench-raw-tcp` feature: sending
+/// that many raw TCP bytes) into firmware/target/NAME; returns the ELF.
 fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf, String> {
     crate::firmware::install_tools()?;
     let target = root().join("firmware/target").join(name);
@@ -570,9 +570,7 @@ fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf,
         .env_remove("P2P_BLOCKS")
         .env_remove("P2P_PEERS");
     if raw {
-        cargo.env("P2P_BENCH_RAW_TCP", "1");
-    } else {
-        cargo.env_remove("P2P_BENCH_RAW_TCP");
+        cargo.args(["--features", "bench-raw-tcp"]);
     }
     run(&mut cargo)?;
     Ok(target.join("thumbv7em-none-eabihf/release/mps2-an386"))

@@ -121,6 +121,18 @@ pub fn lint() -> Result<(), String> {
         "--",
         "-D",
         "warnings",
+    ]))?;
+    // The benchmark's raw-TCP anchor, which only `cargo xtask bench firmware` builds.
+    run(&mut firmware_cargo(&[
+        "clippy",
+        "--release",
+        "-p",
+        "mps2-an386",
+        "--features",
+        "bench-raw-tcp",
+        "--",
+        "-D",
+        "warnings",
     ]))
 }
 

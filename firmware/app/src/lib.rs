@@ -4,6 +4,8 @@
 //! smoltcp driver, the same code host-sim runs.
 #![no_std]
 
+#[cfg(feature = "bench-raw-tcp")]
+mod bench_raw;
 pub mod network;
 mod serve;
 pub mod settings;

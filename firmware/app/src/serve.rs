@@ -11,8 +11,7 @@ use p2p_core::fetch_driver::FetchDriver;
 use p2p_core::flash_store::FlashStore;
 use p2p_core::server::{ServerConfig, SessionEvent};
 use p2p_core::{BlockRanges, DEFAULT_PORT, PeerAddr, SliceStore};
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
-use smoltcp::socket::tcp;
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet, SocketStorage};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress};
 use static_cell::ConstStaticCell;
@@ -22,9 +21,9 @@ pub const CONNECTIONS: usize = 4;
 const SOCKETS: usize = CONNECTIONS + LISTENERS;
 /// Requests are at most 5 bytes, so a small receive buffer (and window) is enough; it also
 /// keeps what a client can push at the board within QEMU's ~10 KiB RX FIFO.
-const RX_BUFFER: usize = 512;
+pub(crate) const RX_BUFFER: usize = 512;
 /// Bounds the block data in flight per connection.
-const TX_BUFFER: usize = 4096;
+pub(crate) const TX_BUFFER: usize = 4096;
 /// A filling node serves with smaller buffers, to leave room for fetching within the RAM
 /// budget: 256 bytes still hold 51 pipelined requests.
 const FILL_RX_BUFFER: usize = 256;
@@ -74,11 +73,18 @@ pub fn run<B: Board>(board: &mut B) -> ! {
             }
             serve_filling(board, &store)
         }
+        #[cfg(not(feature = "bench-raw-tcp"))]
         None => serve_built_in(board),
+        #[cfg(feature = "bench-raw-tcp")]
+        None => crate::bench_raw::run(board),
     }
 }
 
-/// Serves the file built into flash (or the raw-TCP benchmark anchor).
+/// Serves the file built into flash.
+#[cfg_attr(
+    feature = "bench-raw-tcp",
+    expect(dead_code, reason = "the benchmark build sends raw TCP instead")
+)]
 fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let held: BlockRanges<MAX_HELD_RANGES> = match settings::HELD {
         "" => BlockRanges::new(),
@@ -124,36 +130,19 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
     let buffers = socket_buffers(RX.take(), TX.take());
-    let mut service = if settings::BENCH_RAW_TCP {
-        defmt::warn!(
-            "benchmark build: raw TCP on port {=u16}, not the protocol",
-            DEFAULT_PORT
-        );
-        let [first, ..] = buffers;
-        Service::Raw(RawSender::new(&mut sockets, first, settings::FILE.len()))
-    } else {
-        defmt::info!(
-            "serving on port {=u16} with {=usize} connections",
-            DEFAULT_PORT,
-            CONNECTIONS
-        );
-        let server_config = ServerConfig::new(&store, settings::PEERS);
-        Service::Protocol(Server::new(
-            server_config,
-            DEFAULT_PORT,
-            &mut sockets,
-            buffers,
-        ))
-    };
+    defmt::info!(
+        "serving on port {=u16} with {=usize} connections",
+        DEFAULT_PORT,
+        CONNECTIONS
+    );
+    let server_config = ServerConfig::new(&store, settings::PEERS);
+    let mut server = Server::new(server_config, DEFAULT_PORT, &mut sockets, buffers);
     poll_forever(
         board,
         &mut iface,
         &mut sockets,
         &mut network,
-        &mut |now, _, sockets, _| match &mut service {
-            Service::Protocol(server) => server.poll(now, sockets, &mut log),
-            Service::Raw(raw) => raw.poll(sockets),
-        },
+        &mut |now, _, sockets, _| server.poll(now, sockets, &mut log),
     )
 }
 
@@ -281,12 +270,12 @@ fn socket_buffers<'a, const N: usize, const R: usize, const T: usize>(
 }
 
 /// What runs on the sockets each round; returns when it next needs a poll.
-type Round<'r, 'a, B> =
+pub(crate) type Round<'r, 'a, B> =
     dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &mut B) -> Option<Instant> + 'r;
 
 /// Polls the interface, the address and `round` until quiet, then sleeps until the next
 /// deadline or frame; forever.
-fn poll_forever<'a, B: Board>(
+pub(crate) fn poll_forever<'a, B: Board>(
     board: &mut B,
     iface: &mut Interface,
     sockets: &mut SocketSet<'a>,
@@ -344,63 +333,6 @@ fn log_fetch<F: NorFlash>(event: FetchEvent, store: &FillStore<F>) {
             blocks,
             fill_time.millis()
         ),
-    }
-}
-
-/// One of these lives on the main loop's stack for the firmware's lifetime; with no heap
-/// there is nothing to box the larger variant into.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a single value, and no heap to box into"
-)]
-enum Service<'a> {
-    Protocol(Server<'a, SOCKETS>),
-    Raw(RawSender),
-}
-
-/// The benchmark anchor (`P2P_BENCH_RAW_TCP`): one socket with the server's buffers that sends
-/// `total` bytes of raw TCP to whoever connects, then closes.
-struct RawSender {
-    handle: SocketHandle,
-    total: usize,
-    sent: usize,
-}
-
-impl RawSender {
-    fn new<'a>(sockets: &mut SocketSet<'a>, buffers: SocketBuffers<'a>, total: usize) -> Self {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(buffers.rx),
-            tcp::SocketBuffer::new(buffers.tx),
-        );
-        socket.set_nagle_enabled(false);
-        let _ = socket.listen(DEFAULT_PORT);
-        Self {
-            handle: sockets.add(socket),
-            total,
-            sent: 0,
-        }
-    }
-
-    fn poll(&mut self, sockets: &mut SocketSet<'_>) -> Option<Instant> {
-        let socket = sockets.get_mut::<tcp::Socket>(self.handle);
-        if socket.state() == tcp::State::Closed {
-            self.sent = 0;
-            let _ = socket.listen(DEFAULT_PORT);
-        }
-        while self.sent < self.total && socket.can_send() {
-            let left = self.total - self.sent;
-            match socket.send(|space| {
-                let len = space.len().min(left);
-                (len, len)
-            }) {
-                Ok(0) | Err(_) => break,
-                Ok(len) => self.sent += len,
-            }
-        }
-        if self.sent >= self.total && socket.may_send() {
-            socket.close();
-        }
-        None
     }
 }
 

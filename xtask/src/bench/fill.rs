@@ -39,7 +39,6 @@ fn board_sha256() -> Result<Rows, String> {
         .env_remove("P2P_FILE")
         .env_remove("P2P_BLOCKS")
         .env_remove("P2P_MANIFEST")
-        .env_remove("P2P_BENCH_RAW_TCP")
         .env_remove("P2P_TEST_PANIC");
     run(&mut cargo)?;
     let elf = target.join("thumbv7em-none-eabihf/release/mps2-an386");
@@ -297,7 +296,6 @@ fn build_filling_board(manifest: &str) -> Result<std::path::PathBuf, String> {
         .env("P2P_PEERS", "10.0.0.2,10.0.0.3")
         .env_remove("P2P_FILE")
         .env_remove("P2P_BLOCKS")
-        .env_remove("P2P_BENCH_RAW_TCP")
         .env_remove("P2P_TEST_PANIC");
     run(&mut cargo)?;
     Ok(target.join("thumbv7em-none-eabihf/release/mps2-an386"))
