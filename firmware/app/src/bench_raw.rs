@@ -5,9 +5,10 @@
 
 use crate::Board;
 use crate::network::Network;
-use crate::serve::{RX_BUFFER, TX_BUFFER, poll_forever};
+use crate::serve::{RX_BUFFER, SocketMemory, TX_BUFFER, poll_forever};
 use crate::settings;
 use p2p_core::DEFAULT_PORT;
+use p2p_core::driver::SocketBuffers;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -16,8 +17,8 @@ use static_cell::ConstStaticCell;
 
 pub fn run<B: Board>(board: &mut B) -> ! {
     // Statics, as the server's are.
-    static RX: ConstStaticCell<[u8; RX_BUFFER]> = ConstStaticCell::new([0; RX_BUFFER]);
-    static TX: ConstStaticCell<[u8; TX_BUFFER]> = ConstStaticCell::new([0; TX_BUFFER]);
+    static MEMORY: ConstStaticCell<SocketMemory<1, RX_BUFFER, TX_BUFFER>> =
+        ConstStaticCell::new(SocketMemory::new());
     let mac = board.mac();
     defmt::warn!(
         "{}: MAC {=[u8]:02x}; benchmark build: raw TCP on port {=u16}, not the protocol",
@@ -32,7 +33,8 @@ pub fn run<B: Board>(board: &mut B) -> ! {
     let mut storage: [SocketStorage<'_>; 2] = Default::default();
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let mut sender = RawSender::new(&mut sockets, RX.take(), TX.take(), settings::FILE.len());
+    let [buffers] = MEMORY.take().buffers();
+    let mut sender = RawSender::new(&mut sockets, buffers, settings::FILE.len());
     poll_forever(
         board,
         &mut iface,
@@ -50,13 +52,11 @@ struct RawSender {
 }
 
 impl RawSender {
-    fn new<'a>(
-        sockets: &mut SocketSet<'a>,
-        rx: &'a mut [u8],
-        tx: &'a mut [u8],
-        total: usize,
-    ) -> Self {
-        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+    fn new<'a>(sockets: &mut SocketSet<'a>, buffers: SocketBuffers<'a>, total: usize) -> Self {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(buffers.rx),
+            tcp::SocketBuffer::new(buffers.tx),
+        );
         socket.set_nagle_enabled(false);
         let _ = socket.listen(DEFAULT_PORT);
         Self {

@@ -125,11 +125,11 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let mut storage: [SocketStorage<'_>; SOCKETS + 1] = Default::default();
     // In .bss, where the linker counts them against the RAM; taken once, as this never
     // returns.
-    static RX: Buffers<RX_BUFFER, SOCKETS> = ConstStaticCell::new([[0; RX_BUFFER]; SOCKETS]);
-    static TX: Buffers<TX_BUFFER, SOCKETS> = ConstStaticCell::new([[0; TX_BUFFER]; SOCKETS]);
+    static MEMORY: ConstStaticCell<SocketMemory<SOCKETS, RX_BUFFER, TX_BUFFER>> =
+        ConstStaticCell::new(SocketMemory::new());
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let buffers = socket_buffers(RX.take(), TX.take());
+    let buffers = MEMORY.take().buffers();
     defmt::info!(
         "serving on port {=u16} with {=usize} connections",
         DEFAULT_PORT,
@@ -154,23 +154,16 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(config, board.device(), now);
     let mut storage: [SocketStorage<'_>; SOCKETS + FETCHES + 1] = Default::default();
-    // As in `serve_built_in`: statics, taken once.
-    static RX: Buffers<FILL_RX_BUFFER, SOCKETS> =
-        ConstStaticCell::new([[0; FILL_RX_BUFFER]; SOCKETS]);
-    static TX: Buffers<FILL_TX_BUFFER, SOCKETS> =
-        ConstStaticCell::new([[0; FILL_TX_BUFFER]; SOCKETS]);
-    static FETCH_RX: Buffers<FETCH_RX_BUFFER, FETCHES> =
-        ConstStaticCell::new([[0; FETCH_RX_BUFFER]; FETCHES]);
-    static FETCH_TX: Buffers<FETCH_TX_BUFFER, FETCHES> =
-        ConstStaticCell::new([[0; FETCH_TX_BUFFER]; FETCHES]);
+    // As in `serve_built_in`: statics, taken once (one static, so one `take`).
+    type Serving = SocketMemory<SOCKETS, FILL_RX_BUFFER, FILL_TX_BUFFER>;
+    type Fetching = SocketMemory<FETCHES, FETCH_RX_BUFFER, FETCH_TX_BUFFER>;
+    static MEMORY: ConstStaticCell<(Serving, Fetching)> =
+        ConstStaticCell::new((SocketMemory::new(), SocketMemory::new()));
+    let (serving, fetching) = MEMORY.take();
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let mut serve_buffers = Some(socket_buffers(RX.take(), TX.take()));
-    let mut driver = FetchDriver::new(
-        &mut sockets,
-        socket_buffers(FETCH_RX.take(), FETCH_TX.take()),
-        u16::from(mac[5]),
-    );
+    let mut serve_buffers = Some(serving.buffers());
+    let mut driver = FetchDriver::new(&mut sockets, fetching.buffers(), u16::from(mac[5]));
     let config = FetchConfig {
         // Boards filling at once start their search apart.
         start_hint: u32::from(mac[5]).wrapping_mul(7919),
@@ -253,20 +246,30 @@ fn time_block_hashing<B: Board>(board: &mut B) {
     );
 }
 
-/// `N` sockets' receive or transmit buffers of `S` bytes each, as a static.
-type Buffers<const S: usize, const N: usize> = ConstStaticCell<[[u8; S]; N]>;
+/// The receive and transmit buffers of `N` sockets, `R` and `T` bytes each: the memory of a
+/// static.
+pub(crate) struct SocketMemory<const N: usize, const R: usize, const T: usize> {
+    rx: [[u8; R]; N],
+    tx: [[u8; T]; N],
+}
 
-/// The buffers of `N` sockets, from the static arrays of their receive and transmit buffers.
-fn socket_buffers<'a, const N: usize, const R: usize, const T: usize>(
-    rx: &'a mut [[u8; R]; N],
-    tx: &'a mut [[u8; T]; N],
-) -> [SocketBuffers<'a>; N] {
-    let mut rx_parts = rx.iter_mut();
-    let mut tx_parts = tx.iter_mut();
-    [(); N].map(|()| SocketBuffers {
-        rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
-        tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
-    })
+impl<const N: usize, const R: usize, const T: usize> SocketMemory<N, R, T> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            rx: [[0; R]; N],
+            tx: [[0; T]; N],
+        }
+    }
+
+    /// The buffers of each socket.
+    pub(crate) fn buffers(&mut self) -> [SocketBuffers<'_>; N] {
+        let mut rx_parts = self.rx.iter_mut();
+        let mut tx_parts = self.tx.iter_mut();
+        [(); N].map(|()| SocketBuffers {
+            rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
+            tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
+        })
+    }
 }
 
 /// What runs on the sockets each round; returns when it next needs a poll.

@@ -83,8 +83,15 @@ impl Lan9118 {
     /// # Panics
     /// If called a second time: the frame buffers are statics, taken once.
     pub unsafe fn new(base: usize) -> Result<Self, InitError> {
-        static RX: ConstStaticCell<[u8; MAX_FRAME + 4]> = ConstStaticCell::new([0; MAX_FRAME + 4]);
-        static TX: ConstStaticCell<[u8; MAX_FRAME]> = ConstStaticCell::new([0; MAX_FRAME]);
+        /// One static for both, so one `take`.
+        struct Frames {
+            rx: [u8; MAX_FRAME + 4],
+            tx: [u8; MAX_FRAME],
+        }
+        static FRAMES: ConstStaticCell<Frames> = ConstStaticCell::new(Frames {
+            rx: [0; MAX_FRAME + 4],
+            tx: [0; MAX_FRAME],
+        });
         let mut regs = Registers { base };
         let pattern = regs.read(reg::BYTE_TEST);
         if pattern != BYTE_TEST_VALUE {
@@ -111,12 +118,8 @@ impl Lan9118 {
         );
         regs.write(reg::INT_STS, u32::MAX);
         regs.write(reg::INT_EN, INT_RSFL);
-        Ok(Self {
-            regs,
-            mac,
-            rx: RX.take(),
-            tx: TX.take(),
-        })
+        let Frames { rx, tx } = FRAMES.take();
+        Ok(Self { regs, mac, rx, tx })
     }
 
     pub fn mac(&self) -> [u8; 6] {
