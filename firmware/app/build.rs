@@ -10,13 +10,13 @@
 //! - `P2P_PEERS`: the peer list, e.g. `10.0.0.3:8888,10.0.0.4` (default: none).
 //! - `P2P_IP`: `dhcp` (default: DHCP, falling back to an address derived from the MAC) or a
 //!   static `ADDR/PREFIX`; `P2P_GATEWAY`: a static gateway.
-//! - `P2P_BENCH_RAW_TCP`: benchmark anchor only: instead of the protocol, send the served
-//!   file's length of raw TCP to whoever connects, through the same stack and buffers.
 //! - `P2P_BENCH_SHA256`: benchmark only: at start-up, hash the served file's first blocks
 //!   and log how long each took by the board's clock (under QEMU with `-icount`, a count of
 //!   instructions), then serve as usual.
 //! - `P2P_TEST_PANIC`: test only: panic right after start-up, so the tests see the panic path
 //!   (message logged, QEMU exits with a failure code).
+//!
+//! The benchmark's raw-TCP anchor is not a setting but the cargo feature `bench-raw-tcp`.
 
 use p2p_core::Digest;
 use p2p_core::geometry::Geometry;
@@ -136,7 +136,14 @@ fn generate() -> Result<(), String> {
         }
     };
 
-    let raw_tcp = setting("P2P_BENCH_RAW_TCP").is_some();
+    if setting("P2P_BENCH_RAW_TCP").is_some() {
+        return Err("P2P_BENCH_RAW_TCP is gone: build with `--features bench-raw-tcp`".into());
+    }
+    if fill_manifest.is_some() && std::env::var_os("CARGO_FEATURE_BENCH_RAW_TCP").is_some() {
+        return Err(
+            "the bench-raw-tcp feature serves a built-in file: leave P2P_MANIFEST unset".into(),
+        );
+    }
     let bench_sha256 = setting("P2P_BENCH_SHA256").is_some();
     let test_panic = setting("P2P_TEST_PANIC").is_some();
 
@@ -173,8 +180,6 @@ fn generate() -> Result<(), String> {
          /// A static address and prefix, or `None` for DHCP with a fallback.\n\
          pub const STATIC_IP: Option<([u8; 4], u8)> = {static_ip};\n\
          pub const GATEWAY: Option<[u8; 4]> = {gateway};\n\
-         /// Benchmark anchor: send raw TCP instead of serving the protocol.\n\
-         pub const BENCH_RAW_TCP: bool = {raw_tcp};\n\
          /// Benchmark only: time the SHA-256 of the file's first blocks at start-up.\n\
          pub const BENCH_SHA256: bool = {bench_sha256};\n\
          /// Test only: panic right after start-up.\n\

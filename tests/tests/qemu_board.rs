@@ -207,11 +207,13 @@ fn a_panic_is_logged_and_ends_qemu_with_a_failure_code() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(1), "QEMU's exit: {status}");
+    // panic-probe's message: "panicked at FILE:LINE:COLUMN:", then the panic's own.
     let messages = Firmware::Panic.decode_log(&log);
     assert!(
         messages
             .iter()
-            .any(|m| m.starts_with("panic: ") && m.contains("P2P_TEST_PANIC: panicking on purpose")),
+            .any(|m| m.starts_with("panicked at ")
+                && m.contains("P2P_TEST_PANIC: panicking on purpose")),
         "{messages:?}"
     );
 }

@@ -556,9 +556,10 @@ fn firmware() -> Result<Rows, String> {
     Ok(rows)
 }
 
-/// Builds the QEMU board serving `file` (or, with `raw`, sending that many raw TCP bytes)
-/// into firmware/target/NAME; returns the ELF.
+/// Builds the QEMU board serving `file` (or, with `raw`, its `bench-raw-tcp` feature: sending
+/// that many raw TCP bytes) into firmware/target/NAME; returns the ELF.
 fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf, String> {
+    crate::firmware::install_tools()?;
     let target = root().join("firmware/target").join(name);
     let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -569,9 +570,7 @@ fn build_firmware_variant(name: &str, file: &Path, raw: bool) -> Result<PathBuf,
         .env_remove("P2P_BLOCKS")
         .env_remove("P2P_PEERS");
     if raw {
-        cargo.env("P2P_BENCH_RAW_TCP", "1");
-    } else {
-        cargo.env_remove("P2P_BENCH_RAW_TCP");
+        cargo.args(["--features", "bench-raw-tcp"]);
     }
     run(&mut cargo)?;
     Ok(target.join("thumbv7em-none-eabihf/release/mps2-an386"))
@@ -658,14 +657,7 @@ fn firmware_peak_stack() -> Result<usize, String> {
 }
 
 fn ensure_defmt_print() -> Result<(), String> {
-    if std::process::Command::new("defmt-print")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return Ok(());
-    }
-    run(cargo().args(["install", "defmt-print", "--locked"]))
+    crate::check::install_cargo_binary("defmt-print", &["defmt-print"])
 }
 
 fn connect_retrying_for(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {

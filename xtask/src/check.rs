@@ -174,9 +174,7 @@ fn semver_check() -> Result<(), String> {
 /// leaves the checkout as it was. libFuzzer wants nightly's sanitizer flags; RUSTC_BOOTSTRAP
 /// lets the stable toolchain take them.
 fn fuzz_briefly() -> Result<(), String> {
-    if command("cargo-fuzz").arg("--version").output().is_err() {
-        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
-    }
+    install_cargo_binary("cargo-fuzz", &["cargo-fuzz"])?;
     let fuzz_dir = crate::run::root().join("core/fuzz");
     let scratch = std::env::temp_dir().join(format!("p2p-fuzz-{}", std::process::id()));
     for target in FUZZ_TARGETS {
@@ -198,6 +196,15 @@ fn fuzz_briefly() -> Result<(), String> {
     }
     let _ = std::fs::remove_dir(&scratch);
     Ok(())
+}
+
+/// Installs a crates.io binary with `cargo install --locked PACKAGE...` when `program` cannot be
+/// started (CI's machine starts without any).
+pub fn install_cargo_binary(program: &str, package: &[&str]) -> Result<(), String> {
+    if command(program).arg("--help").output().is_ok() {
+        return Ok(());
+    }
+    run(cargo().args(["install", "--locked"]).args(package))
 }
 
 /// Adds the embedded target through rustup when it is missing.

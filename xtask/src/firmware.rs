@@ -1,6 +1,6 @@
 //! `cargo xtask firmware ...`: building the boards and measuring their footprint.
 
-use crate::check::install_embedded_target;
+use crate::check::{install_cargo_binary, install_embedded_target};
 use crate::run::{command, root, run};
 use std::path::PathBuf;
 
@@ -89,7 +89,7 @@ pub fn sample_manifest() -> p2p_core::Digest {
 /// Builds every board (release: what is flashed, and what QEMU runs fast enough), and the QEMU
 /// board's test builds.
 pub fn build() -> Result<(), String> {
-    install_embedded_target()?;
+    install_tools()?;
     run(&mut firmware_cargo(&["build", "--release"]))?;
     for (name, board, settings) in test_builds() {
         let mut build = firmware_cargo(&["build", "--release", "-p", board]);
@@ -105,12 +105,32 @@ pub fn build() -> Result<(), String> {
     Ok(())
 }
 
+/// What building the firmware needs beyond cargo: the target's standard library, and
+/// flip-link, the firmware's linker (firmware/.cargo/config.toml; 0.1.12 or later sets the
+/// `_stack_end` that cortex-m-rt checks).
+pub fn install_tools() -> Result<(), String> {
+    install_embedded_target()?;
+    install_cargo_binary("flip-link", &["flip-link", "--version", "^0.1.12"])
+}
+
 /// The firmware workspace's own formatting and clippy checks (the root's do not reach it).
 pub fn lint() -> Result<(), String> {
     run(&mut firmware_cargo(&["fmt", "--all", "--check"]))?;
     run(&mut firmware_cargo(&[
         "clippy",
         "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The benchmark's raw-TCP anchor, which only `cargo xtask bench firmware` builds.
+    run(&mut firmware_cargo(&[
+        "clippy",
+        "--release",
+        "-p",
+        "mps2-an386",
+        "--features",
+        "bench-raw-tcp",
         "--",
         "-D",
         "warnings",

@@ -3,6 +3,7 @@
 use crate::Board;
 use crate::network::Network;
 use crate::settings::{self, MAX_HELD_RANGES};
+use crate::{sleep, stack};
 use embedded_storage::nor_flash::NorFlash;
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
@@ -10,19 +11,19 @@ use p2p_core::fetch_driver::FetchDriver;
 use p2p_core::flash_store::FlashStore;
 use p2p_core::server::{ServerConfig, SessionEvent};
 use p2p_core::{BlockRanges, DEFAULT_PORT, PeerAddr, SliceStore};
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
-use smoltcp::socket::tcp;
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet, SocketStorage};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress};
+use static_cell::ConstStaticCell;
 
 /// Connections served at once; two more sockets always listen.
 pub const CONNECTIONS: usize = 4;
 const SOCKETS: usize = CONNECTIONS + LISTENERS;
 /// Requests are at most 5 bytes, so a small receive buffer (and window) is enough; it also
 /// keeps what a client can push at the board within QEMU's ~10 KiB RX FIFO.
-const RX_BUFFER: usize = 512;
+pub(crate) const RX_BUFFER: usize = 512;
 /// Bounds the block data in flight per connection.
-const TX_BUFFER: usize = 4096;
+pub(crate) const TX_BUFFER: usize = 4096;
 /// A filling node serves with smaller buffers, to leave room for fetching within the RAM
 /// budget: 256 bytes still hold 51 pipelined requests.
 const FILL_RX_BUFFER: usize = 256;
@@ -72,11 +73,18 @@ pub fn run<B: Board>(board: &mut B) -> ! {
             }
             serve_filling(board, &store)
         }
+        #[cfg(not(feature = "bench-raw-tcp"))]
         None => serve_built_in(board),
+        #[cfg(feature = "bench-raw-tcp")]
+        None => crate::bench_raw::run(board),
     }
 }
 
-/// Serves the file built into flash (or the raw-TCP benchmark anchor).
+/// Serves the file built into flash.
+#[cfg_attr(
+    feature = "bench-raw-tcp",
+    expect(dead_code, reason = "the benchmark build sends raw TCP instead")
+)]
 fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let held: BlockRanges<MAX_HELD_RANGES> = match settings::HELD {
         "" => BlockRanges::new(),
@@ -115,43 +123,26 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(config, board.device(), now);
     let mut storage: [SocketStorage<'_>; SOCKETS + 1] = Default::default();
-    let mut rx = [[0u8; RX_BUFFER]; SOCKETS];
-    let mut tx = [[0u8; TX_BUFFER]; SOCKETS];
+    // In .bss, where the linker counts them against the RAM; taken once, as this never
+    // returns.
+    static MEMORY: ConstStaticCell<SocketMemory<SOCKETS, RX_BUFFER, TX_BUFFER>> =
+        ConstStaticCell::new(SocketMemory::new());
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let buffers = socket_buffers(&mut rx, &mut tx);
-    let mut service = if settings::BENCH_RAW_TCP {
-        defmt::warn!(
-            "benchmark build: raw TCP on port {=u16}, not the protocol",
-            DEFAULT_PORT
-        );
-        let [first, ..] = buffers;
-        Service::Raw(RawSender::new(&mut sockets, first, settings::FILE.len()))
-    } else {
-        defmt::info!(
-            "serving on port {=u16} with {=usize} connections",
-            DEFAULT_PORT,
-            CONNECTIONS
-        );
-        let server_config = ServerConfig::new(&store, settings::PEERS);
-        Service::Protocol(Server::new(
-            server_config,
-            DEFAULT_PORT,
-            &mut sockets,
-            buffers,
-        ))
-    };
+    let buffers = MEMORY.take().buffers();
+    defmt::info!(
+        "serving on port {=u16} with {=usize} connections",
+        DEFAULT_PORT,
+        CONNECTIONS
+    );
+    let server_config = ServerConfig::new(&store, settings::PEERS);
+    let mut server = Server::new(server_config, DEFAULT_PORT, &mut sockets, buffers);
     poll_forever(
         board,
         &mut iface,
         &mut sockets,
         &mut network,
-        &mut |now, _, sockets, board| match &mut service {
-            Service::Protocol(server) => {
-                server.poll(now, sockets, &mut |event| log(event, &*board))
-            }
-            Service::Raw(raw) => raw.poll(sockets),
-        },
+        &mut |now, _, sockets, _| server.poll(now, sockets, &mut log),
     )
 }
 
@@ -163,18 +154,16 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
     let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(config, board.device(), now);
     let mut storage: [SocketStorage<'_>; SOCKETS + FETCHES + 1] = Default::default();
-    let mut rx = [[0u8; FILL_RX_BUFFER]; SOCKETS];
-    let mut tx = [[0u8; FILL_TX_BUFFER]; SOCKETS];
-    let mut fetch_rx = [[0u8; FETCH_RX_BUFFER]; FETCHES];
-    let mut fetch_tx = [[0u8; FETCH_TX_BUFFER]; FETCHES];
+    // As in `serve_built_in`: statics, taken once (one static, so one `take`).
+    type Serving = SocketMemory<SOCKETS, FILL_RX_BUFFER, FILL_TX_BUFFER>;
+    type Fetching = SocketMemory<FETCHES, FETCH_RX_BUFFER, FETCH_TX_BUFFER>;
+    static MEMORY: ConstStaticCell<(Serving, Fetching)> =
+        ConstStaticCell::new((SocketMemory::new(), SocketMemory::new()));
+    let (serving, fetching) = MEMORY.take();
     let mut sockets = SocketSet::new(&mut storage[..]);
     let mut network = Network::new(&mut iface, &mut sockets, mac, now);
-    let mut serve_buffers = Some(socket_buffers(&mut rx, &mut tx));
-    let mut driver = FetchDriver::new(
-        &mut sockets,
-        socket_buffers(&mut fetch_rx, &mut fetch_tx),
-        u16::from(mac[5]),
-    );
+    let mut serve_buffers = Some(serving.buffers());
+    let mut driver = FetchDriver::new(&mut sockets, fetching.buffers(), u16::from(mac[5]));
     let config = FetchConfig {
         // Boards filling at once start their search apart.
         start_hint: u32::from(mac[5]).wrapping_mul(7919),
@@ -224,7 +213,7 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
             }
             let serve_at = server
                 .as_mut()
-                .and_then(|server| server.poll(now, sockets, &mut |event| log(event, &*board)));
+                .and_then(|server| server.poll(now, sockets, &mut log));
             // New blocks become visible only between Block List Responses.
             if server.as_ref().is_none_or(|server| !server.listing()) {
                 store.publish();
@@ -257,26 +246,39 @@ fn time_block_hashing<B: Board>(board: &mut B) {
     );
 }
 
-/// The buffers of `N` sockets, from arrays the caller keeps.
-fn socket_buffers<'a, const N: usize, const R: usize, const T: usize>(
-    rx: &'a mut [[u8; R]; N],
-    tx: &'a mut [[u8; T]; N],
-) -> [SocketBuffers<'a>; N] {
-    let mut rx_parts = rx.iter_mut();
-    let mut tx_parts = tx.iter_mut();
-    [(); N].map(|()| SocketBuffers {
-        rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
-        tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
-    })
+/// The receive and transmit buffers of `N` sockets, `R` and `T` bytes each: the memory of a
+/// static.
+pub(crate) struct SocketMemory<const N: usize, const R: usize, const T: usize> {
+    rx: [[u8; R]; N],
+    tx: [[u8; T]; N],
+}
+
+impl<const N: usize, const R: usize, const T: usize> SocketMemory<N, R, T> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            rx: [[0; R]; N],
+            tx: [[0; T]; N],
+        }
+    }
+
+    /// The buffers of each socket.
+    pub(crate) fn buffers(&mut self) -> [SocketBuffers<'_>; N] {
+        let mut rx_parts = self.rx.iter_mut();
+        let mut tx_parts = self.tx.iter_mut();
+        [(); N].map(|()| SocketBuffers {
+            rx: rx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
+            tx: tx_parts.next().map(|b| &mut b[..]).unwrap_or_default(),
+        })
+    }
 }
 
 /// What runs on the sockets each round; returns when it next needs a poll.
-type Round<'r, 'a, B> =
+pub(crate) type Round<'r, 'a, B> =
     dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &mut B) -> Option<Instant> + 'r;
 
 /// Polls the interface, the address and `round` until quiet, then sleeps until the next
 /// deadline or frame; forever.
-fn poll_forever<'a, B: Board>(
+pub(crate) fn poll_forever<'a, B: Board>(
     board: &mut B,
     iface: &mut Interface,
     sockets: &mut SocketSet<'a>,
@@ -284,8 +286,8 @@ fn poll_forever<'a, B: Board>(
     round: &mut Round<'_, 'a, B>,
 ) -> ! {
     loop {
-        board.feed_watchdog();
         let now = board.now();
+        board.housekeeping(now);
         // Poll until quiet (a few rounds at most): what the services queue goes out in the
         // same round, and its acknowledgements make room for more.
         let mut round_at = None;
@@ -301,7 +303,7 @@ fn poll_forever<'a, B: Board>(
             .into_iter()
             .flatten()
             .min();
-        board.sleep_until(deadline);
+        sleep::sleep_until(board, deadline);
     }
 }
 
@@ -337,64 +339,7 @@ fn log_fetch<F: NorFlash>(event: FetchEvent, store: &FillStore<F>) {
     }
 }
 
-/// One of these lives on the main loop's stack for the firmware's lifetime; with no heap
-/// there is nothing to box the larger variant into.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a single value, and no heap to box into"
-)]
-enum Service<'a> {
-    Protocol(Server<'a, SOCKETS>),
-    Raw(RawSender),
-}
-
-/// The benchmark anchor (`P2P_BENCH_RAW_TCP`): one socket with the server's buffers that sends
-/// `total` bytes of raw TCP to whoever connects, then closes.
-struct RawSender {
-    handle: SocketHandle,
-    total: usize,
-    sent: usize,
-}
-
-impl RawSender {
-    fn new<'a>(sockets: &mut SocketSet<'a>, buffers: SocketBuffers<'a>, total: usize) -> Self {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(buffers.rx),
-            tcp::SocketBuffer::new(buffers.tx),
-        );
-        socket.set_nagle_enabled(false);
-        let _ = socket.listen(DEFAULT_PORT);
-        Self {
-            handle: sockets.add(socket),
-            total,
-            sent: 0,
-        }
-    }
-
-    fn poll(&mut self, sockets: &mut SocketSet<'_>) -> Option<Instant> {
-        let socket = sockets.get_mut::<tcp::Socket>(self.handle);
-        if socket.state() == tcp::State::Closed {
-            self.sent = 0;
-            let _ = socket.listen(DEFAULT_PORT);
-        }
-        while self.sent < self.total && socket.can_send() {
-            let left = self.total - self.sent;
-            match socket.send(|space| {
-                let len = space.len().min(left);
-                (len, len)
-            }) {
-                Ok(0) | Err(_) => break,
-                Ok(len) => self.sent += len,
-            }
-        }
-        if self.sent >= self.total && socket.may_send() {
-            socket.close();
-        }
-        None
-    }
-}
-
-fn log<B: Board>(event: DriverEvent, board: &B) {
+fn log(event: DriverEvent) {
     match event {
         DriverEvent::Connected { slot, remote } => {
             defmt::info!("[{}] connected from {}", slot, remote)
@@ -414,7 +359,7 @@ fn log<B: Board>(event: DriverEvent, board: &B) {
                 Ended::Peer => defmt::info!("[{}] closed by peer", slot),
                 Ended::Session(reason) => defmt::info!("[{}] closed: {}", slot, reason),
             }
-            defmt::info!("stack peak {=usize} bytes", board.stack_peak());
+            defmt::info!("stack peak {=usize} bytes", stack::peak_use());
         }
     }
 }

@@ -1,10 +1,11 @@
 //! SMSC LAN9118 Ethernet controller, as on the ARM MPS2 boards (and QEMU's model of it), as a
 //! smoltcp `phy::Device`. Frames move through the chip's FIFOs with programmed I/O; the driver
-//! keeps one frame buffer each way and no queue.
+//! keeps one frame buffer each way (statics) and no queue.
 
 use core::ptr::{read_volatile, write_volatile};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use static_cell::ConstStaticCell;
 
 /// Largest Ethernet frame without CRC that the driver moves.
 pub const MAX_FRAME: usize = 1514;
@@ -63,8 +64,8 @@ pub enum InitError {
 pub struct Lan9118 {
     regs: Registers,
     mac: [u8; 6],
-    rx: [u8; MAX_FRAME + 4],
-    tx: [u8; MAX_FRAME],
+    rx: &'static mut [u8; MAX_FRAME + 4],
+    tx: &'static mut [u8; MAX_FRAME],
 }
 
 /// The chip's register block.
@@ -78,7 +79,19 @@ impl Lan9118 {
     ///
     /// # Safety
     /// `base` must be the address of a LAN9118's register block, used by nothing else.
+    ///
+    /// # Panics
+    /// If called a second time: the frame buffers are statics, taken once.
     pub unsafe fn new(base: usize) -> Result<Self, InitError> {
+        /// One static for both, so one `take`.
+        struct Frames {
+            rx: [u8; MAX_FRAME + 4],
+            tx: [u8; MAX_FRAME],
+        }
+        static FRAMES: ConstStaticCell<Frames> = ConstStaticCell::new(Frames {
+            rx: [0; MAX_FRAME + 4],
+            tx: [0; MAX_FRAME],
+        });
         let mut regs = Registers { base };
         let pattern = regs.read(reg::BYTE_TEST);
         if pattern != BYTE_TEST_VALUE {
@@ -105,12 +118,8 @@ impl Lan9118 {
         );
         regs.write(reg::INT_STS, u32::MAX);
         regs.write(reg::INT_EN, INT_RSFL);
-        Ok(Self {
-            regs,
-            mac,
-            rx: [0; MAX_FRAME + 4],
-            tx: [0; MAX_FRAME],
-        })
+        let Frames { rx, tx } = FRAMES.take();
+        Ok(Self { regs, mac, rx, tx })
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -232,7 +241,7 @@ impl Device for Lan9118 {
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let Self { regs, rx, tx, .. } = self;
-        let len = regs.receive_frame(rx)?;
+        let len = regs.receive_frame(&mut rx[..])?;
         Some((RxToken { frame: &rx[..len] }, TxToken { regs, buf: tx }))
     }
 

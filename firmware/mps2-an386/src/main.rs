@@ -4,7 +4,6 @@
 #![no_main]
 
 mod lan9118;
-mod stack;
 mod timer;
 
 use cortex_m::peripheral::NVIC;
@@ -13,7 +12,8 @@ use cortex_m_semihosting::debug;
 use defmt_semihosting as _;
 use lan9118::Lan9118;
 use p2p_core::ram_flash::RamFlash;
-use smoltcp::time::Instant;
+use panic_probe as _;
+use smoltcp::time::{Duration, Instant};
 
 const LAN9118_BASE: usize = 0x4020_0000;
 /// A filling node's storage: the last 1 MiB of the SRAM, outside the program (memory.x).
@@ -54,6 +54,8 @@ struct Mps2 {
 impl p2p_firmware::Board for Mps2 {
     type Device = Lan9118;
     type Storage = RamFlash<'static>;
+    /// TIMER1's one-shot range.
+    const MAX_SLEEP: Duration = Duration::from_millis(timer::MAX_SLEEP_MS);
 
     fn name(&self) -> &'static str {
         "mps2-an386"
@@ -83,47 +85,31 @@ impl p2p_firmware::Board for Mps2 {
         self.clock.now()
     }
 
-    fn sleep_until(&mut self, deadline: Option<Instant>) {
-        let now = self.clock.now();
-        let ms = match deadline {
-            // smoltcp's `Instant - Instant` is the absolute difference: a deadline already
-            // passed must not become a sleep of that long.
-            Some(at) if at <= now => return,
-            Some(at) => (at - now).total_millis(),
-            None => timer::max_sleep_ms(),
-        };
-        if ms == 0 {
-            return;
+    fn rx_pending(&mut self) -> bool {
+        // The LAN9118 handler masks its line so a pending frame does not re-enter it; the
+        // frames are drained by the next interface poll, then the line is unmasked here.
+        // Acknowledging first, then looking at the FIFO: a frame that arrives after the look
+        // raises the line again, which ends the WFI.
+        self.eth.clear_interrupts();
+        // SAFETY: unmasking lines whose handlers (DefaultHandler below) only mask them again
+        // or acknowledge the timer; no data is shared with them.
+        unsafe {
+            NVIC::unmask(Irq(LAN9118_IRQ));
+            NVIC::unmask(Irq(timer::WAKE_IRQ));
         }
-        timer::wake_after(ms);
-        // With interrupts masked, one that comes after the check for a frame still ends the
-        // WFI (its handler runs when they are unmasked), so no wake-up is lost: unmasking the
-        // LAN9118's line with a frame already pending would otherwise run its handler before
-        // the WFI, which would then sleep through that frame.
-        cortex_m::interrupt::free(|_| {
-            // The LAN9118 handler masks its line so a pending frame does not re-enter it; the
-            // frames are drained by the next interface poll, then the line is unmasked here.
-            self.eth.clear_interrupts();
-            // SAFETY: unmasking lines whose handlers (DefaultHandler below) only mask them
-            // again or acknowledge the timer; no data is shared with them.
-            unsafe {
-                NVIC::unmask(Irq(LAN9118_IRQ));
-                NVIC::unmask(Irq(timer::WAKE_IRQ));
-            }
-            if !self.eth.frame_waiting() {
-                cortex_m::asm::wfi();
-            }
-        });
+        self.eth.frame_waiting()
     }
 
-    fn stack_peak(&self) -> usize {
-        stack::peak_use()
+    fn wake_at(&mut self, now: Instant, at: Instant) {
+        // Rounded up: the clock counts whole milliseconds, and a wake-up before `at` only
+        // goes round the sleep loop again.
+        timer::wake_after((at - now).total_micros().div_ceil(1000));
     }
 }
 
 #[entry]
 fn main() -> ! {
-    stack::paint();
+    p2p_firmware::stack::paint();
     defmt::info!("p2p-blocks firmware on mps2-an386");
     // SAFETY: 0x4020_0000 is the MPS2's LAN9118 register block, and only this driver uses it.
     let eth = match unsafe { Lan9118::new(LAN9118_BASE) } {
@@ -149,21 +135,20 @@ unsafe fn DefaultHandler(irq: i16) {
     }
 }
 
+/// Every fault, and the end of every panic: panic-probe logs the panic's message and location
+/// over defmt, then raises a HardFault. Under QEMU this ends the emulation with a failure code
+/// the tests see; on a board without a debugger attached the semihosting call traps, and the
+/// fault resets it.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     defmt::error!("hard fault at pc {=u32:#x}", frame.pc());
-    exit_failure()
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic: {}", defmt::Display2Format(info));
-    exit_failure()
-}
-
-/// Under QEMU, ends the emulation with a failure code the tests see; on a board without a
-/// debugger attached the semihosting call traps, and the fault resets it.
-fn exit_failure() -> ! {
     debug::exit(debug::EXIT_FAILURE);
     cortex_m::peripheral::SCB::sys_reset()
+}
+
+/// `defmt::panic!` has already logged its message: straight to the HardFault, as panic-probe's
+/// own handler ends.
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    panic_probe::hard_fault()
 }

@@ -8,7 +8,7 @@ use smoltcp::time::Instant;
 /// The timers count the 25 MHz system clock.
 const TICKS_PER_MS: u64 = 25_000;
 /// TIMER1 must fire before TIMER0 wraps (171 s) so no wrap goes unseen.
-const MAX_SLEEP_MS: u64 = 60_000;
+pub const MAX_SLEEP_MS: u64 = 60_000;
 
 const TIMER0_BASE: usize = 0x4000_0000;
 const TIMER1_BASE: usize = 0x4000_1000;
@@ -74,8 +74,4 @@ pub fn wake_after(ms: u64) {
 pub fn acknowledge_wake() {
     write(TIMER1_BASE, CTRL, 0);
     write(TIMER1_BASE, INT_CLEAR, 1);
-}
-
-pub const fn max_sleep_ms() -> u64 {
-    MAX_SLEEP_MS
 }

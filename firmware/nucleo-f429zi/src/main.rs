@@ -4,7 +4,6 @@
 #![no_main]
 
 mod eth;
-mod stack;
 mod storage;
 
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +13,7 @@ use cortex_m_rt::{ExceptionFrame, entry, exception};
 use defmt_rtt as _;
 use eth::Eth;
 use p2p_core::partition::Partition;
+use panic_probe as _;
 use smoltcp::time::{Duration, Instant};
 use stm32_eth::dma::{RxRingEntry, TxRingEntry};
 use stm32_eth::hal::gpio::{Alternate, GpioExt, PA2, PC1, Speed as PinSpeed};
@@ -124,6 +124,8 @@ impl Nucleo {
 impl p2p_firmware::Board for Nucleo {
     type Device = Eth;
     type Storage = Partition<InternalFlash>;
+    /// Well within the watchdog's timeout.
+    const MAX_SLEEP: Duration = MAX_SLEEP;
 
     fn name(&self) -> &'static str {
         "nucleo-f429zi"
@@ -145,39 +147,15 @@ impl p2p_firmware::Board for Nucleo {
         self.clock.now()
     }
 
-    fn sleep_until(&mut self, deadline: Option<Instant>) {
-        let now = self.clock.now();
-        self.check_link(now);
-        let limit = now + MAX_SLEEP;
-        let until = deadline.map_or(limit, |at| at.min(limit));
-        // Frames the last poll left in the ring (or an interrupt since it) need no sleep.
-        if eth::take_event() || self.eth.frame_waiting() {
-            return;
-        }
-        // SysTick wakes the core every millisecond to look at the clock; the ETH interrupt
-        // wakes it for a frame.
-        while self.clock.now() < until {
-            // With interrupts masked, an interrupt that comes after the check still ends the
-            // WFI (its handler runs once they are unmasked), so no wake-up is lost.
-            let event = cortex_m::interrupt::free(|_| {
-                let event = eth::take_event();
-                if !event {
-                    cortex_m::asm::wfi();
-                }
-                event
-            });
-            if event {
-                break;
-            }
-        }
+    /// Frames the last poll left in the ring, or an ETH interrupt since it. No `wake_at`:
+    /// SysTick wakes the core every millisecond to look at the clock.
+    fn rx_pending(&mut self) -> bool {
+        eth::take_event() || self.eth.frame_waiting()
     }
 
-    fn feed_watchdog(&mut self) {
+    fn housekeeping(&mut self, now: Instant) {
         self.watchdog.feed();
-    }
-
-    fn stack_peak(&self) -> usize {
-        stack::peak_use()
+        self.check_link(now);
     }
 }
 
@@ -199,7 +177,7 @@ fn mac_from_uid() -> [u8; 6] {
 
 #[entry]
 fn main() -> ! {
-    stack::paint();
+    p2p_firmware::stack::paint();
     defmt::info!("p2p-blocks firmware on nucleo-f429zi");
     let (Some(p), Some(mut cp)) = (Peripherals::take(), CorePeripherals::take()) else {
         defmt::panic!("peripherals taken twice");
@@ -310,20 +288,19 @@ fn main() -> ! {
     p2p_firmware::run(&mut board)
 }
 
+/// Every fault, and the end of every panic: panic-probe logs the panic's message and location
+/// over defmt, then raises a HardFault. Gives a debugger a moment to read the last of the log
+/// from RTT, then resets the chip.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     defmt::error!("hard fault at pc {=u32:#x}", frame.pc());
-    reset()
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    defmt::error!("panic: {}", defmt::Display2Format(info));
-    reset()
-}
-
-/// Gives a debugger a moment to read the last of the log from RTT, then resets the chip.
-fn reset() -> ! {
     cortex_m::asm::delay(SYSCLK_MHZ * 100_000);
     SCB::sys_reset()
+}
+
+/// `defmt::panic!` has already logged its message: straight to the HardFault, as panic-probe's
+/// own handler ends.
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    panic_probe::hard_fault()
 }

@@ -27,6 +27,7 @@ pub fn fill() -> Result<Rows, String> {
 /// 1024 blocks at start-up by its own clock, under QEMU's `-icount shift=0`, where the clock
 /// advances 1 ns per instruction: the figure is instructions per block.
 fn board_sha256() -> Result<Rows, String> {
+    crate::firmware::install_tools()?;
     ensure_defmt_print()?;
     let target = root().join("firmware/target/bench-sha256");
     let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -38,7 +39,6 @@ fn board_sha256() -> Result<Rows, String> {
         .env_remove("P2P_FILE")
         .env_remove("P2P_BLOCKS")
         .env_remove("P2P_MANIFEST")
-        .env_remove("P2P_BENCH_RAW_TCP")
         .env_remove("P2P_TEST_PANIC");
     run(&mut cargo)?;
     let elf = target.join("thumbv7em-none-eabihf/release/mps2-an386");
@@ -285,6 +285,7 @@ fn manifest_of(host_sim: &Path, file: &Path) -> Result<String, String> {
 
 /// The QEMU board as a filling node for `manifest`, fetching from 10.0.0.2 and 10.0.0.3.
 fn build_filling_board(manifest: &str) -> Result<std::path::PathBuf, String> {
+    crate::firmware::install_tools()?;
     let target = root().join("firmware/target/bench-fill");
     let mut cargo = crate::run::command(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -295,7 +296,6 @@ fn build_filling_board(manifest: &str) -> Result<std::path::PathBuf, String> {
         .env("P2P_PEERS", "10.0.0.2,10.0.0.3")
         .env_remove("P2P_FILE")
         .env_remove("P2P_BLOCKS")
-        .env_remove("P2P_BENCH_RAW_TCP")
         .env_remove("P2P_TEST_PANIC");
     run(&mut cargo)?;
     Ok(target.join("thumbv7em-none-eabihf/release/mps2-an386"))
