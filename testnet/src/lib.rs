@@ -502,6 +502,31 @@ fn pid_t(pid: u32) -> Result<i32, Unavailable> {
     i32::try_from(pid).map_err(|_| Unavailable(format!("pid {pid} out of range")))
 }
 
+/// The environment variable naming the file where tests that cannot run here record why;
+/// `cargo xtask test` sets it and counts those tests as skipped, not passed.
+pub const SKIP_LOG_VAR: &str = "P2P_SKIP_LOG";
+
+/// Says that the current test cannot run here and why, on stderr and, under `cargo xtask
+/// test`, in the skip log. The test should return at once.
+pub fn report_skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_VAR) {
+        use std::io::Write as _;
+        let line = format!("{test}: {}\n", reason.replace('\n', " "));
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = log.write_all(line.as_bytes());
+        }
+    }
+}
+
 /// Whether this process runs as root, so its test networks are named ones that its threads
 /// can join.
 pub fn is_root() -> bool {
@@ -583,7 +608,7 @@ mod tests {
         let net = match TestNet::new(2) {
             Ok(net) => net,
             Err(reason) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipped: {reason}");
+                report_skip(&reason.to_string());
                 return;
             }
             Err(reason) => panic!("CI needs a test network: {reason}"),
@@ -616,7 +641,7 @@ mod tests {
     fn removing_a_kept_network_stops_what_runs_in_it() {
         if !is_root() {
             assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            eprintln!("skipped: named networks need root");
+            report_skip("named networks need root");
             return;
         }
         let name = format!("p2p-keep-{}", std::process::id());
@@ -645,9 +670,15 @@ mod tests {
 
     #[test]
     fn a_chosen_name_in_use_is_refused_and_left_alone() {
+        // Without root a network has no name to choose, so nothing to refuse.
+        if !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            report_skip("named networks need root");
+            return;
+        }
         let Ok(net) = TestNet::new(1) else {
             assert!(std::env::var_os("CI").is_none(), "CI needs a test network");
-            eprintln!("skipped: no test network here");
+            report_skip("no test network here");
             return;
         };
         let error = TestNet::with_name(net.name(), 0)

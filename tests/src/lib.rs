@@ -29,7 +29,7 @@ pub fn test_net(taps: usize) -> Option<TestNet> {
     match made {
         Ok(net) => Some(net),
         Err(reason) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: no test network here: {reason}");
+            p2p_testnet::report_skip(&format!("no test network here: {reason}"));
             None
         }
         Err(reason) => panic!("CI is set, and the end-to-end tests need a test network: {reason}"),
@@ -382,7 +382,7 @@ pub fn qemu_available(firmware: Firmware) -> bool {
     match missing {
         None => true,
         Some(reason) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: {reason}");
+            p2p_testnet::report_skip(&reason);
             false
         }
         Some(reason) => panic!("CI is set, and the board tests need QEMU: {reason}"),

@@ -27,7 +27,7 @@ fn without_root_a_test_network_serves_and_downloads() {
         match TestNet::new(1) {
             Ok(net) => drop(net),
             Err(reason) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: no rootless test network here: {reason}");
+                p2p_testnet::report_skip(&format!("no rootless test network here: {reason}"));
                 return;
             }
             Err(reason) => panic!("CI needs a rootless test network: {reason}"),

@@ -16,7 +16,7 @@ fn tshark_available() -> bool {
         std::env::var_os("CI").is_none(),
         "CI is set, and this test needs tshark (apt-get install tshark)"
     );
-    eprintln!("SKIPPED: tshark is not installed (apt-get install tshark)");
+    p2p_testnet::report_skip("tshark is not installed (apt-get install tshark)");
     false
 }
 

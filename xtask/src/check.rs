@@ -67,7 +67,7 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
         fuzz_briefly()?;
     }
     println!("\nxtask test: every check passed");
-    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    tally.report();
     Ok(())
 }
 

@@ -40,7 +40,10 @@ pub fn run_tests(command: &mut Command, tally: &mut TestTally) -> Result<(), Str
     use std::io::{BufRead, BufReader};
     let shown = format!("{command:?}").replace('"', "");
     eprintln!("xtask: running {shown}");
+    let skip_log = std::env::temp_dir().join(format!("p2p-skips-{}", std::process::id()));
+    let _ = std::fs::remove_file(&skip_log);
     let mut child = command
+        .env(p2p_testnet::SKIP_LOG_VAR, &skip_log)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|error| format!("cannot start {shown}: {error}"))?;
@@ -51,6 +54,7 @@ pub fn run_tests(command: &mut Command, tally: &mut TestTally) -> Result<(), Str
         }
     }
     let status = child.wait().map_err(|error| format!("{shown}: {error}"))?;
+    tally.take_skips(&skip_log);
     if status.success() {
         Ok(())
     } else {
@@ -58,11 +62,15 @@ pub fn run_tests(command: &mut Command, tally: &mut TestTally) -> Result<(), Str
     }
 }
 
-/// Tests passed and failed over several `cargo test` runs.
+/// Tests passed, failed and skipped over several `cargo test` runs.
 #[derive(Default)]
 pub struct TestTally {
     pub passed: u64,
     pub failed: u64,
+    /// `#[ignore]`d tests, each with its reason in the source.
+    pub ignored: u64,
+    /// Tests that found they cannot run here, with their reasons (from the skip log).
+    pub skipped: Vec<String>,
 }
 
 impl TestTally {
@@ -84,6 +92,33 @@ impl TestTally {
         };
         self.passed += count(" passed");
         self.failed += count(" failed");
+        self.ignored += count(" ignored");
+    }
+
+    /// Takes the skips recorded in `log`: a test that skipped reported itself as passed.
+    pub fn take_skips(&mut self, log: &Path) {
+        let Ok(text) = std::fs::read_to_string(log) else {
+            return;
+        };
+        let _ = std::fs::remove_file(log);
+        for line in text.lines().filter(|line| !line.is_empty()) {
+            self.passed = self.passed.saturating_sub(1);
+            self.skipped.push(line.to_string());
+        }
+    }
+
+    /// The summary line, and the reason of every skip.
+    pub fn report(&self) {
+        println!(
+            "tests: {} passed, {} failed, {} skipped, {} ignored",
+            self.passed,
+            self.failed,
+            self.skipped.len(),
+            self.ignored
+        );
+        for skip in &self.skipped {
+            println!("  skipped {skip}");
+        }
     }
 }
 
