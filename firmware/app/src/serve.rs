@@ -199,12 +199,13 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
                 }
                 None => None,
             };
+            // Serving from the start: until the manifest is verified only Peer Lists, so
+            // peers find each other through a node that is still starting.
             if server.is_none()
-                && store.manifest_verified()
                 && let Some(buffers) = serve_buffers.take()
             {
                 defmt::info!(
-                    "serving verified blocks on port {=u16} with {=usize} connections",
+                    "serving on port {=u16} with {=usize} connections (verified blocks only)",
                     DEFAULT_PORT,
                     CONNECTIONS
                 );
@@ -351,6 +352,9 @@ fn log(event: DriverEvent) {
             }
             SessionEvent::ProtocolError(error) => {
                 defmt::warn!("[{}] protocol error: {}", slot, error)
+            }
+            SessionEvent::NoFileYet(request) => {
+                defmt::info!("[{}] {}: no file yet, closing", slot, request)
             }
         },
         DriverEvent::Busy { remote } => defmt::warn!("busy: refused {}", remote),
