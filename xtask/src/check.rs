@@ -2,6 +2,7 @@
 //! `.ci/run` calls exactly this, and so does the README.
 
 use crate::run::{TestTally, cargo, command, run, run_tests};
+use std::path::PathBuf;
 
 /// The microcontroller target p2p-core must build for; rustup does not add it by itself.
 pub const EMBEDDED_TARGET: &str = "thumbv7em-none-eabihf";
@@ -29,6 +30,7 @@ const FUZZ_SECONDS: u32 = 30;
 pub fn run_all(args: TestArgs) -> Result<(), String> {
     install_embedded_target()?;
     install_debian_packages()?;
+    let semver_tool = SemverTool::start()?;
     if !args.no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args([
@@ -66,6 +68,7 @@ pub fn run_all(args: TestArgs) -> Result<(), String> {
     if !args.no_fuzz {
         fuzz_briefly()?;
     }
+    semver_tool.check()?;
     println!("\nxtask test: every check passed");
     tally.report();
     Ok(())
@@ -98,8 +101,7 @@ fn publishable_core() -> Result<(), String> {
         "--example",
         "serve_std",
     ]))?;
-    check_msrv()?;
-    semver_check()
+    check_msrv()
 }
 
 /// `cargo check` of p2p-core, every feature, with the MSRV toolchain, after checking that
@@ -149,24 +151,79 @@ fn check_msrv() -> Result<(), String> {
     run(&mut check)
 }
 
-/// cargo-semver-checks on p2p-core against [`SEMVER_BASELINE`], installed first if missing
-/// (as cargo-fuzz is).
-fn semver_check() -> Result<(), String> {
-    if command("cargo-semver-checks")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        run(cargo().args(["install", "cargo-semver-checks", "--locked"]))?;
+/// cargo-semver-checks, installed in the background while the rest of the tests run when it
+/// is missing (building it takes longer than the whole test run on a fresh machine).
+struct SemverTool {
+    install: Option<(std::process::Child, PathBuf)>,
+}
+
+impl SemverTool {
+    fn start() -> Result<Self, String> {
+        if command("cargo-semver-checks")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            return Ok(Self { install: None });
+        }
+        let log_path = std::env::temp_dir().join("p2p-semver-checks-install.log");
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let errors = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        eprintln!(
+            "xtask: installing cargo-semver-checks in the background (log: {})",
+            log_path.display()
+        );
+        let child = cargo()
+            .args(["install", "cargo-semver-checks", "--locked"])
+            // Its own target directory, so it does not wait on the tests' build lock.
+            .env(
+                "CARGO_TARGET_DIR",
+                std::env::temp_dir().join("p2p-semver-checks-build"),
+            )
+            .stdout(log)
+            .stderr(errors)
+            .spawn()
+            .map_err(|e| format!("cannot start cargo install cargo-semver-checks: {e}"))?;
+        Ok(Self {
+            install: Some((child, log_path)),
+        })
     }
-    run(cargo().args([
-        "semver-checks",
-        "check-release",
-        "-p",
-        "p2p-core",
-        "--baseline-rev",
-        SEMVER_BASELINE,
-    ]))
+
+    /// Waits for the install, then checks p2p-core against [`SEMVER_BASELINE`].
+    fn check(mut self) -> Result<(), String> {
+        if let Some((mut child, log_path)) = self.install.take() {
+            let status = child
+                .wait()
+                .map_err(|e| format!("cargo install cargo-semver-checks: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "cargo install cargo-semver-checks failed ({status}); see {}",
+                    log_path.display()
+                ));
+            }
+        }
+        run(cargo().args([
+            "semver-checks",
+            "check-release",
+            "-p",
+            "p2p-core",
+            "--baseline-rev",
+            SEMVER_BASELINE,
+        ]))
+    }
+}
+
+impl Drop for SemverTool {
+    /// A test run that fails early stops the install it started.
+    fn drop(&mut self) {
+        if let Some((child, _)) = self.install.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Runs every fuzz target for a short while from its corpus in core/fuzz/corpus. New inputs go
