@@ -20,14 +20,17 @@ impl<const B: usize> BlockBitmap<B> {
     /// How many blocks the bitmap can hold.
     pub const CAPACITY: u32 = (B as u32).saturating_mul(8);
 
+    /// An empty bitmap.
     pub const fn new() -> Self {
         Self { bits: [0; B] }
     }
 
+    /// Removes every block.
     pub fn clear(&mut self) {
         self.bits = [0; B];
     }
 
+    /// Whether `block` is present; `false` beyond the capacity.
     pub fn contains(&self, block: u16) -> bool {
         let index = usize::from(block);
         self.bits
@@ -47,6 +50,7 @@ impl<const B: usize> BlockBitmap<B> {
         }
     }
 
+    /// Removes `block`; nothing happens beyond the capacity.
     pub fn remove(&mut self, block: u16) {
         let index = usize::from(block);
         if let Some(byte) = self.bits.get_mut(index / 8) {

@@ -20,7 +20,9 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ClientLimits {
+    /// Largest Peer List Response count accepted.
     pub max_peers: u16,
+    /// Largest Block List Response count accepted.
     pub max_ranges: u16,
 }
 
@@ -40,6 +42,7 @@ impl Default for ClientLimits {
 pub enum ClientEvent<'a> {
     /// A Peer List Response begins; this many [`ClientEvent::Peer`] follow.
     PeerCount(u16),
+    /// One entry of a Peer List Response, as sent (check [`PeerAddr::is_usable`]).
     Peer(PeerAddr),
     /// A Block List Response begins; this many [`ClientEvent::Range`] follow.
     RangeCount(u16),
@@ -48,16 +51,21 @@ pub enum ClientEvent<'a> {
     /// Block data at `offset` in the file, in order; the pieces of one response are
     /// contiguous.
     BlockData {
+        /// Byte offset of `data` in the file.
         offset: u32,
+        /// The bytes, a slice of the input.
         data: &'a [u8],
     },
     /// The Block or Digest Request was refused, for this reason.
     BlockFailure(&'a str),
+    /// A File Size Response: the whole file's size in bytes.
     FileSize(u32),
     /// One digest of a Digest Response, as the peer sent it (not yet verified against
     /// anything): the manifest's digest of `block`.
     Digest {
+        /// The block the digest is of.
         block: u16,
+        /// The SHA-256 the peer claims for it.
         digest: Digest,
     },
     /// The server reported an error and closes the connection.
@@ -69,6 +77,7 @@ pub enum ClientEvent<'a> {
 pub struct Step<'a> {
     /// Bytes of the input used; offer the rest again.
     pub consumed: usize,
+    /// The event decoded, `None` when the input ran out first.
     pub event: Option<ClientEvent<'a>>,
     /// The request whose response ended with this step.
     pub completed: Option<Request>,
@@ -79,10 +88,13 @@ pub struct Step<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ClientError {
+    /// A malformed message: unknown type, bad reason text or a count above the limit.
     Wire(WireError),
     /// A response type that does not answer the oldest outstanding request.
     UnexpectedResponse {
+        /// The success type of the oldest outstanding request.
         expected: MessageType,
+        /// The type byte received.
         got: u8,
     },
     /// A response arrived when no request was outstanding.
@@ -92,12 +104,16 @@ pub enum ClientError {
     UnexpectedBlockData,
     /// A held range past the last block of the file whose size this session knows.
     RangeBeyondFile {
+        /// The range's last block.
         end: u16,
+        /// Blocks in the file.
         block_count: u32,
     },
     /// A range with start after end, or not after the previous range with a gap.
     MisorderedRange {
+        /// The range's first block, as sent.
         start: u16,
+        /// The range's last block, as sent.
         end: u16,
     },
     /// More requests outstanding than the session tracks.
@@ -205,6 +221,7 @@ pub struct ClientSession<const Q: usize> {
 }
 
 impl<const Q: usize> ClientSession<Q> {
+    /// A session with nothing outstanding and no file size yet, accepting counts up to `limits`.
     pub fn new(limits: ClientLimits) -> Self {
         Self {
             limits,
@@ -225,6 +242,7 @@ impl<const Q: usize> ClientSession<Q> {
         self.geometry = Some(Geometry::new(size));
     }
 
+    /// The geometry of the file size in use, once set or learnt from a File Size Response.
     pub fn geometry(&self) -> Option<Geometry> {
         self.geometry
     }

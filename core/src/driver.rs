@@ -36,20 +36,30 @@ pub enum Ended {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DriverEvent {
+    /// A connection was accepted and its session started.
     Connected {
+        /// Index of the socket in the pool, `0..N`.
         slot: usize,
+        /// The client's address and port, as smoltcp knows it.
         remote: Option<IpEndpoint>,
     },
+    /// An event of the session serving a connection.
     Session {
+        /// Index of the socket in the pool, `0..N`.
         slot: usize,
+        /// What the session reported.
         event: SessionEvent,
     },
     /// A connection beyond the limit, told the server is busy and closed.
     Busy {
+        /// The client's address and port, as smoltcp knows it.
         remote: Option<IpEndpoint>,
     },
+    /// A served connection ended; its socket listens again once the connection is over.
     Closed {
+        /// Index of the socket in the pool, `0..N`.
         slot: usize,
+        /// Why it ended.
         ended: Ended,
     },
 }
@@ -58,7 +68,9 @@ pub enum DriverEvent {
 /// firmware). The server only receives requests of at most 5 bytes: a small receive buffer
 /// suffices, while the transmit buffer bounds how much block data is in flight.
 pub struct SocketBuffers<'a> {
+    /// Receive buffer: requests from the client.
     pub rx: &'a mut [u8],
+    /// Transmit buffer: responses and block data on their way out.
     pub tx: &'a mut [u8],
 }
 

@@ -41,7 +41,10 @@ const COMMIT_OFFSET: u32 = RECORD_LEN as u32;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FillError {
     /// The flash cannot hold a file this large (or the held sets have no room for its blocks).
-    FileTooLarge { file_size: u32 },
+    FileTooLarge {
+        /// The size asked for, in bytes.
+        file_size: u32,
+    },
     /// The flash's geometry does not suit the layout: `READ_SIZE` 1, `WRITE_SIZE` dividing 32,
     /// an erase unit of at least 128 bytes.
     UnsuitableFlash,
@@ -176,6 +179,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
             .is_some_and(|g| self.verified_count() == g.block_count())
     }
 
+    /// Whether `block` is verified and stored, so it may be served.
     pub fn is_verified(&self, block: u16) -> bool {
         self.verified.borrow().contains(block)
     }

@@ -22,11 +22,14 @@ pub struct Geometry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ByteSpan {
+    /// First byte, from the start of the file.
     pub offset: u32,
+    /// Length in bytes.
     pub len: u32,
 }
 
 impl Geometry {
+    /// The geometry of a file of `file_size` bytes.
     pub const fn new(file_size: u32) -> Self {
         let mut block_shift = MIN_BLOCK_SIZE.trailing_zeros();
         // ceil(size / 2^shift) > 65536  <=>  size > 65536 << shift, computed in u64.
@@ -39,10 +42,12 @@ impl Geometry {
         }
     }
 
+    /// The file size in bytes.
     pub const fn file_size(&self) -> u32 {
         self.file_size
     }
 
+    /// The block size in bytes: a power of two, 1024 to 65536.
     pub const fn block_size(&self) -> u32 {
         1 << self.block_shift
     }

@@ -23,6 +23,7 @@
 //!
 //! `PROTOCOL.md` at the repository root is the specification this crate implements.
 #![no_std]
+#![warn(missing_docs)]
 #![cfg_attr(
     test,
     allow(

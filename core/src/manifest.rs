@@ -25,6 +25,7 @@ impl Digest {
         Self(Sha256::digest(data).into())
     }
 
+    /// The 32 digest bytes.
     pub const fn as_bytes(&self) -> &[u8; DIGEST_LEN] {
         &self.0
     }
@@ -93,14 +94,17 @@ impl fmt::Display for HexError {
 pub struct BlockHasher(Sha256);
 
 impl BlockHasher {
+    /// A hasher that has seen no bytes.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Hashes the next bytes of the block.
     pub fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }
 
+    /// The SHA-256 of every byte fed in.
     pub fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
     }
@@ -118,8 +122,11 @@ pub struct BlockAssembler<const K: usize> {
 /// A block gathered whole: its number, its bytes' SHA-256 and the bytes (not yet checked
 /// against anything).
 pub struct WholeBlock<'a> {
+    /// The block number.
     pub block: u16,
+    /// The SHA-256 of `bytes`.
     pub digest: Digest,
+    /// The block's bytes, the last block of the file at its true length.
     pub bytes: &'a [u8],
 }
 
@@ -128,6 +135,7 @@ pub struct WholeBlock<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AssemblyError {
+    /// The block the refused data falls in.
     pub block: u16,
 }
 
@@ -138,6 +146,7 @@ impl<const K: usize> Default for BlockAssembler<K> {
 }
 
 impl<const K: usize> BlockAssembler<K> {
+    /// An assembler gathering no block yet.
     pub fn new() -> Self {
         Self {
             block: None,
@@ -199,6 +208,7 @@ pub struct ManifestHasher {
 }
 
 impl ManifestHasher {
+    /// A manifest hash begun with the size bytes of a file of `file_size` bytes.
     pub fn new(file_size: u32) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(file_size.to_be_bytes());
@@ -216,6 +226,7 @@ impl ManifestHasher {
         self.digests
     }
 
+    /// The manifest digest of everything pushed: trusted only if it equals the one given.
     pub fn finish(self) -> Digest {
         Digest(self.hasher.finalize().into())
     }

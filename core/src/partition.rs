@@ -28,6 +28,8 @@ impl NorFlashError for PartitionAccessError {
 }
 
 impl<F: NorFlash> Partition<F> {
+    /// The `len` bytes of `flash` from byte `start`; `PartitionError` unless both are multiples of
+    /// the erase size and the window fits in the flash.
     pub fn new(flash: F, start: u32, len: u32) -> Result<Self, PartitionError> {
         let erase = u32::try_from(F::ERASE_SIZE).map_err(|_| PartitionError)?;
         let end = start.checked_add(len).ok_or(PartitionError)?;

@@ -12,7 +12,10 @@ pub enum RamFlashError {
     /// Out of bounds or misaligned, as `embedded-storage` defines it.
     Nor(NorFlashErrorKind),
     /// A write to bytes that are not erased: NOR can only clear bits.
-    NotErased { offset: u32 },
+    NotErased {
+        /// Flash offset of the first byte that is not 0xFF.
+        offset: u32,
+    },
 }
 
 impl NorFlashError for RamFlashError {
@@ -36,6 +39,7 @@ impl<'a> RamFlash<'a> {
         Self { bytes }
     }
 
+    /// The flash contents as they stand.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes
     }

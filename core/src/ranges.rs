@@ -22,6 +22,7 @@ impl BlockRange {
         }
     }
 
+    /// The one block `block`.
     pub const fn single(block: u16) -> Self {
         Self {
             start: block,
@@ -29,10 +30,12 @@ impl BlockRange {
         }
     }
 
+    /// First block number.
     pub const fn start(&self) -> u16 {
         self.start
     }
 
+    /// Last block number, inclusive.
     pub const fn end(&self) -> u16 {
         self.end
     }
@@ -47,6 +50,7 @@ impl BlockRange {
         false
     }
 
+    /// Whether `block` is in the range.
     pub const fn contains(&self, block: u16) -> bool {
         self.start <= block && block <= self.end
     }
@@ -91,6 +95,7 @@ pub struct BlockRanges<const N: usize> {
 }
 
 impl<const N: usize> BlockRanges<N> {
+    /// The empty set.
     pub const fn new() -> Self {
         Self {
             ranges: heapless::Vec::new(),
@@ -107,14 +112,17 @@ impl<const N: usize> BlockRanges<N> {
         Ok(set)
     }
 
+    /// The ranges, sorted by start.
     pub fn as_slice(&self) -> &[BlockRange] {
         &self.ranges
     }
 
+    /// The ranges in order, lowest first.
     pub fn iter(&self) -> core::slice::Iter<'_, BlockRange> {
         self.ranges.iter()
     }
 
+    /// Whether the set holds no block.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -130,6 +138,7 @@ impl<const N: usize> BlockRanges<N> {
         self.ranges.iter().any(|held| held.covers(range))
     }
 
+    /// Whether `block` is in the set.
     pub fn contains(&self, block: u16) -> bool {
         self.covers(BlockRange::single(block))
     }
@@ -201,7 +210,12 @@ pub enum ParseRangesError {
     /// An item is not `N` or `N-M` with block numbers from 0 to 65535.
     NotABlockNumber,
     /// An item's start is after its end, as in `9-3`.
-    Reversed { start: u16, end: u16 },
+    Reversed {
+        /// The item's first number.
+        start: u16,
+        /// The item's second number, below `start`.
+        end: u16,
+    },
     /// More separate ranges than the set can hold.
     TooManyRanges,
 }

@@ -29,7 +29,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const STAGE_LEN: usize = 1 + MAX_REASON_LEN + 1;
 
 /// The Error's reason for any request but Peer List while the store has no file yet.
-pub const NO_FILE_YET_REASON: &str = "no file here yet: still fetching its manifest; ask again later";
+pub const NO_FILE_YET_REASON: &str =
+    "no file here yet: still fetching its manifest; ask again later";
 
 /// Why a connection over a server's limit is closed, in the Error it gets first.
 pub const BUSY_REASON: &str = "server busy: too many connections; try again later";
@@ -52,6 +53,7 @@ pub fn busy_error() -> heapless::Vec<u8, { BUSY_REASON.len() + 2 }> {
 /// What every session of a server shares.
 #[derive(Clone, Copy)]
 pub struct ServerConfig<'a> {
+    /// The file served: its size, held blocks, bytes and digests.
     pub store: &'a dyn BlockStore,
     /// The peers listed in a Peer List Response (the first 32767 of them).
     pub peers: &'a [PeerAddr],
@@ -60,6 +62,7 @@ pub struct ServerConfig<'a> {
 }
 
 impl<'a> ServerConfig<'a> {
+    /// Serves `store` and lists `peers`, with the default idle timeout of 30 s.
     pub fn new(store: &'a dyn BlockStore, peers: &'a [PeerAddr]) -> Self {
         Self {
             store,
@@ -76,7 +79,10 @@ pub enum Refusal {
     /// `start > end`.
     Reversed,
     /// `end` is not a block of the file; `block_count` blocks exist.
-    BeyondFile { block_count: u32 },
+    BeyondFile {
+        /// Blocks in the file.
+        block_count: u32,
+    },
     /// Some block of the range is not held here.
     NotHeld,
     /// A Digest Request to a store without a verified manifest.
@@ -89,8 +95,13 @@ pub enum Refusal {
 pub enum SessionEvent {
     /// A request that will be answered with success.
     Accepted(Request),
-    /// A Block Request that will be answered with a Block Response Failure.
-    Refused { request: Request, refusal: Refusal },
+    /// A Block or Digest Request that will be answered with a Block Response Failure.
+    Refused {
+        /// The request as received.
+        request: Request,
+        /// Why it is refused.
+        refusal: Refusal,
+    },
     /// Input that is not a request: an Error will be sent and the connection closed.
     ProtocolError(WireError),
     /// A request other than Peer List to a store with no file yet (a node still fetching its
@@ -179,6 +190,7 @@ pub struct ServerSession<'a> {
 }
 
 impl<'a> ServerSession<'a> {
+    /// A session for a connection accepted at `now`, which starts its idle time.
     pub fn new(config: ServerConfig<'a>, now: Instant) -> Self {
         Self {
             config,
@@ -721,7 +733,10 @@ mod tests {
         let mut expected = std::vec![0x08, 0x00, 0x00, 0x09, 0xc4, 0x7f];
         expected.extend_from_slice(b"unknown message type 0x42; closing the connection\0");
         assert_eq!(&out[..len], expected);
-        assert_eq!(session.poll_timeouts(t(0)), Some(CloseReason::ProtocolError));
+        assert_eq!(
+            session.poll_timeouts(t(0)),
+            Some(CloseReason::ProtocolError)
+        );
         // Nothing after the bad byte is answered.
         assert_eq!(session.receive(&[0x07], t(0), &mut |_| {}), 1);
         assert!(!session.wants_transmit());
@@ -787,13 +802,19 @@ mod tests {
         assert_eq!(session.receive(&[0x04, 0x00], t(90), &mut |_| {}), 2);
         assert_eq!(session.poll_timeouts(t(99)), None);
         // Half a request is not progress.
-        assert_eq!(session.poll_timeouts(t(100)), Some(CloseReason::IdleTimeout));
+        assert_eq!(
+            session.poll_timeouts(t(100)),
+            Some(CloseReason::IdleTimeout)
+        );
 
         let mut session = ServerSession::new(config, t(0));
         session.receive(&[0x07], t(50), &mut |_| {});
         assert_eq!(session.poll_at(), Some(t(150)));
         // An answer nobody reads is not progress either.
-        assert_eq!(session.poll_timeouts(t(150)), Some(CloseReason::IdleTimeout));
+        assert_eq!(
+            session.poll_timeouts(t(150)),
+            Some(CloseReason::IdleTimeout)
+        );
         assert_eq!(session.poll_at(), None);
     }
 

@@ -68,11 +68,21 @@ pub enum StoreSetupError {
     /// Files are at most 4 GiB - 1 bytes (the File Size Response has 32 bits).
     FileTooLarge,
     /// A held range reaches past the file's last block.
-    RangeBeyondFile { range: BlockRange, block_count: u32 },
+    RangeBeyondFile {
+        /// The range that does not fit.
+        range: BlockRange,
+        /// Blocks in the file.
+        block_count: u32,
+    },
     /// More separate ranges than the store can hold.
     TooManyRanges,
     /// Not one digest for every block.
-    DigestCount { digests: usize, block_count: u32 },
+    DigestCount {
+        /// Digests given.
+        digests: usize,
+        /// Blocks in the file.
+        block_count: u32,
+    },
 }
 
 impl fmt::Display for StoreSetupError {

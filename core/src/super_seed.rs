@@ -45,6 +45,7 @@ pub struct SuperSeed<'s, S: ?Sized, const B: usize> {
 }
 
 impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
+    /// `store` super-seeded, starting a first round with nothing served.
     pub fn new(store: &'s S) -> Self {
         Self {
             store,
@@ -96,7 +97,9 @@ impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
         if fresh || progressed.is_none() {
             *progressed = Some(now);
         }
-        let unserved = (0..count).filter(|&block| !listed.contains(block as u16)).count();
+        let unserved = (0..count)
+            .filter(|&block| !listed.contains(block as u16))
+            .count();
         // The last few blocks of a round are not worth hiding the rest for: with only they
         // listed, the seed's upload would idle while its clients have nothing to ask for.
         let nearly_done = unserved as u32 <= count / ROUND_TAIL_DIVISOR;

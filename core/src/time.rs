@@ -10,10 +10,12 @@ pub struct Instant {
 }
 
 impl Instant {
+    /// The instant `millis` milliseconds after the epoch.
     pub const fn from_millis(millis: u64) -> Self {
         Self { millis }
     }
 
+    /// Milliseconds since the epoch.
     pub const fn millis(self) -> u64 {
         self.millis
     }
@@ -32,16 +34,19 @@ pub struct Duration {
 }
 
 impl Duration {
+    /// A duration of `millis` milliseconds.
     pub const fn from_millis(millis: u64) -> Self {
         Self { millis }
     }
 
+    /// A duration of `secs` seconds, saturating at `u64::MAX` milliseconds.
     pub const fn from_secs(secs: u64) -> Self {
         Self {
             millis: secs.saturating_mul(1000),
         }
     }
 
+    /// The duration in milliseconds.
     pub const fn millis(self) -> u64 {
         self.millis
     }

@@ -25,21 +25,34 @@ pub const MAX_LIST_COUNT: u16 = 32767;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum MessageType {
+    /// Peer List Request (3.1): asks for other peers of the file.
     PeerListRequest = 0x00,
+    /// Peer List Response (3.1): a count, then that many 6-byte peer entries.
     PeerListResponse = 0x01,
+    /// Block List Request (3.2): asks which blocks the peer holds.
     BlockListRequest = 0x02,
+    /// Block List Response (3.2): a count, then that many 4-byte block ranges.
     BlockListResponse = 0x03,
+    /// Block Request (3.3): asks for the bytes of blocks `start..=end`.
     BlockRequest = 0x04,
+    /// Block Response Success (3.3): the bytes of the requested blocks, no length field.
     BlockResponseSuccess = 0x05,
+    /// Block Response Failure (3.3, 3.5): a reason; the connection stays usable.
     BlockResponseFailure = 0x06,
+    /// File Size Request (3.4): asks for the size of the whole file.
     FileSizeRequest = 0x07,
+    /// File Size Response (3.4): the file size in bytes, a u32.
     FileSizeResponse = 0x08,
+    /// Digest Request (3.5): asks for the manifest's digests of blocks `start..=end`.
     DigestRequest = 0x09,
+    /// Digest Response (3.5): 32 bytes of SHA-256 per requested block, no length field.
     DigestResponse = 0x0A,
+    /// Error (3.7): a reason, after which the sender closes the connection.
     Error = 0x7F,
 }
 
 impl MessageType {
+    /// The message type of a type byte; `None` for a byte that starts no message.
     pub const fn from_byte(byte: u8) -> Option<Self> {
         Some(match byte {
             0x00 => Self::PeerListRequest,
@@ -58,6 +71,7 @@ impl MessageType {
         })
     }
 
+    /// Whether a client sends this type to a server (0x00, 0x02, 0x04, 0x07, 0x09).
     pub const fn is_request(self) -> bool {
         matches!(
             self,
@@ -69,6 +83,7 @@ impl MessageType {
         )
     }
 
+    /// The message's name as `PROTOCOL.md` spells it, for logs and error texts.
     pub const fn name(self) -> &'static str {
         match self {
             Self::PeerListRequest => "Peer List Request",
@@ -112,7 +127,12 @@ pub mod field {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Parsed<T> {
     /// A whole message: its value and how many bytes of the input it took.
-    Complete { value: T, len: usize },
+    Complete {
+        /// The parsed message.
+        value: T,
+        /// Bytes of the input the message took.
+        len: usize,
+    },
     /// The input is a correct beginning; more bytes are needed.
     Incomplete,
 }
@@ -121,7 +141,7 @@ pub enum Parsed<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum WireError {
-    /// The type byte is none of the ten message types.
+    /// The type byte is none of the twelve message types.
     UnknownType(u8),
     /// A known type, but not one accepted here (a response sent to a server, say).
     UnexpectedType(MessageType),
@@ -134,7 +154,12 @@ pub enum WireError {
     /// A reason to send that holds a NUL, which would end it early.
     ReasonHasNul,
     /// A list count above 32767 or above the receiver's limit.
-    CountTooLarge { count: u16, limit: u16 },
+    CountTooLarge {
+        /// The count as received.
+        count: u16,
+        /// The largest count accepted.
+        limit: u16,
+    },
     /// Emitting needs more room than the buffer has.
     BufferTooSmall,
 }

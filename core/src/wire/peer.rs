@@ -8,13 +8,17 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PeerAddr {
+    /// IPv4 address octets, most significant first.
     pub ip: [u8; 4],
+    /// TCP port.
     pub port: u16,
 }
 
 impl PeerAddr {
+    /// Bytes of one entry on the wire: 4 of address, 2 of port.
     pub const WIRE_LEN: usize = 6;
 
+    /// A peer at `ip`, port `port`.
     pub const fn new(ip: [u8; 4], port: u16) -> Self {
         Self { ip, port }
     }
@@ -26,6 +30,7 @@ impl PeerAddr {
         Some(Self::new([a, b, c, d], u16::from_be_bytes([hi, lo])))
     }
 
+    /// Writes the 6-byte entry; returns the bytes written, or `BufferTooSmall`.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
         let [a, b, c, d] = self.ip;
         let [hi, lo] = self.port.to_be_bytes();

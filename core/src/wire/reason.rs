@@ -12,6 +12,7 @@ pub const MAX_REASON_LEN: usize = 255;
 pub struct Reason<'a>(&'a str);
 
 impl<'a> Reason<'a> {
+    /// Checks `text`: empty, over 255 bytes, or holding a NUL is an error.
     pub const fn new(text: &'a str) -> Result<Self, WireError> {
         let bytes = text.as_bytes();
         if bytes.is_empty() {
@@ -45,6 +46,7 @@ impl<'a> Reason<'a> {
         Self::new(text)
     }
 
+    /// The text, without its NUL.
     pub const fn as_str(&self) -> &'a str {
         self.0
     }

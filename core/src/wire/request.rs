@@ -10,16 +10,24 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Request {
+    /// Peer List Request (3.1).
     PeerList,
+    /// Block List Request (3.2).
     BlockList,
+    /// Block Request (3.3): the bytes of blocks `start..=end`.
     Block {
+        /// First block number.
         start: u16,
+        /// Last block number, inclusive.
         end: u16,
     },
+    /// File Size Request (3.4).
     FileSize,
     /// The manifest's digests of blocks `start..=end`; kept as sent, like a Block Request.
     Digest {
+        /// First block number.
         start: u16,
+        /// Last block number, inclusive.
         end: u16,
     },
 }
@@ -28,6 +36,7 @@ impl Request {
     /// Longest request on the wire (a Block Request).
     pub const MAX_LEN: usize = 5;
 
+    /// The type byte this request is sent with.
     pub const fn message_type(&self) -> MessageType {
         match self {
             Self::PeerList => MessageType::PeerListRequest,
@@ -82,6 +91,7 @@ impl Request {
         })
     }
 
+    /// Bytes on the wire: 5 for a Block or Digest Request, 1 for the others.
     pub const fn buffer_len(&self) -> usize {
         match self {
             Self::Block { .. } | Self::Digest { .. } => field::BLOCK_END.end,
@@ -89,6 +99,7 @@ impl Request {
         }
     }
 
+    /// Writes the request; returns the bytes written, or `BufferTooSmall`.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
         let type_byte = self.message_type() as u8;
         match *self {

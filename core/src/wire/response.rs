@@ -12,23 +12,29 @@ pub const RANGE_ENTRY_LEN: usize = 4;
 pub enum ResponseHeader<'a> {
     /// Followed by `count` 6-byte [`PeerAddr`](super::PeerAddr) entries.
     PeerList {
+        /// Number of peer entries that follow.
         count: u16,
     },
     /// Followed by `count` 4-byte range entries.
     BlockList {
+        /// Number of range entries that follow.
         count: u16,
     },
     /// Followed by the bytes of the requested blocks; their length is known from the request
     /// and the file size, not sent.
     BlockSuccess,
+    /// Block Response Failure: why a Block or Digest Request was refused.
     BlockFailure(Reason<'a>),
+    /// File Size Response: the size of the whole file in bytes.
     FileSize(u32),
     /// Followed by 32 bytes for each block asked for: the manifest's digests, in order.
     DigestSuccess,
+    /// Error: why the connection is being closed (3.7).
     Error(Reason<'a>),
 }
 
 impl ResponseHeader<'_> {
+    /// The type byte this header starts with.
     pub const fn message_type(&self) -> MessageType {
         match self {
             Self::PeerList { .. } => MessageType::PeerListResponse,
@@ -41,6 +47,7 @@ impl ResponseHeader<'_> {
         }
     }
 
+    /// Bytes of the header on the wire, reason and NUL included.
     pub const fn buffer_len(&self) -> usize {
         match self {
             Self::PeerList { .. } | Self::BlockList { .. } => field::LIST_COUNT.end,
@@ -50,6 +57,7 @@ impl ResponseHeader<'_> {
         }
     }
 
+    /// Writes the header; returns the bytes written, or `BufferTooSmall` having written nothing.
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, WireError> {
         if out.len() < self.buffer_len() {
             return Err(WireError::BufferTooSmall);
