@@ -63,6 +63,11 @@ pub struct FetchConfig {
     /// another known peer waits to be tried, so the connection goes to a peer that may have
     /// something (the peer is tried again later).
     pub rotate_after: Duration,
+    /// How often, while every connection is in use and another known peer waits, the one
+    /// that verified fewest blocks since the last look is closed for it (BitTorrent's
+    /// optimistic unchoke): otherwise connections stay with the first peers found, and nodes
+    /// found later are never asked (64 simulated nodes: 14 served nothing).
+    pub review_every: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
     /// Block Requests a connection keeps outstanding (at most [`PIPELINE`] - 2: the rest of
@@ -82,6 +87,7 @@ impl Default for FetchConfig {
             retry_after: Duration::from_millis(1000),
             refresh: Duration::from_millis(500),
             rotate_after: Duration::from_millis(2000),
+            review_every: Duration::from_millis(5000),
             max_run: 4,
             requests: 4,
             own_addr: None,
@@ -128,17 +134,25 @@ pub enum FetchEvent {
     PeerFound(PeerAddr),
     /// The manifest hashed to the manifest digest; blocks can be fetched.
     ManifestVerified {
+        /// The file size in bytes, now trusted.
         file_size: u32,
+        /// The peer the manifest was fetched from.
         from: PeerAddr,
     },
     /// A peer refused Digest Requests or predates them; blocks may still come from it.
     NoDigests(PeerAddr),
+    /// A block matched its manifest digest and was written to the store.
     BlockVerified {
+        /// The block number.
         block: u16,
+        /// The peer it came from.
         from: PeerAddr,
     },
+    /// A peer was dropped: it is not asked again.
     PeerDropped {
+        /// The dropped peer.
         peer: PeerAddr,
+        /// What it did wrong.
         reason: DropReason,
     },
     /// A connection with requests outstanding received nothing for the stall timeout.
@@ -150,6 +164,7 @@ pub enum FetchEvent {
     /// Every block is verified and stored, this long after the manifest was verified (or, for
     /// a store that resumed with its manifest, after the fetcher started).
     Complete {
+        /// Time from the manifest's verification (or the start) to the last block.
         fill_time: Duration,
     },
 }
@@ -200,6 +215,8 @@ struct Conn<const K: usize> {
     /// When a block was last asked of this peer (or the connection opened).
     useful_at: Instant,
     greeted: bool,
+    /// Blocks verified from this connection since the fetcher last reviewed them.
+    verified: u32,
 }
 
 impl<const K: usize> Conn<K> {
@@ -216,6 +233,7 @@ impl<const K: usize> Conn<K> {
             listed_at: now,
             useful_at: now,
             greeted: false,
+            verified: 0,
         }
     }
 
@@ -300,6 +318,10 @@ pub struct Fetcher<const P: usize, const C: usize, const B: usize, const K: usiz
     in_flight: BlockBitmap<B>,
     manifest: Manifest,
     cursor: u32,
+    /// Connections opened so far, which varies the choice of peer.
+    connects: u32,
+    /// When the slowest connection is next considered for replacement.
+    next_review: Instant,
     complete: bool,
     /// The time of the latest call, for the events that report durations.
     now: Instant,
@@ -317,6 +339,8 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             in_flight: BlockBitmap::new(),
             manifest: Manifest::Unknown,
             cursor: config.start_hint,
+            connects: 0,
+            next_review: now + config.review_every,
             complete: false,
             now,
             fill_started: None,
@@ -380,12 +404,17 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             return None;
         }
         let slot = self.conns.iter().position(Option::is_none)?;
+        // Among the peers that failed least, a pseudo-random one, different at each connect:
+        // taking the first listed made every node connect to the same few, and left others
+        // with nobody to serve.
+        self.connects = self.connects.wrapping_add(1);
+        let salt = self.config.start_hint ^ self.connects.wrapping_mul(0x9e37_79b9);
         let (index, peer) = self
             .peers
             .iter_mut()
             .enumerate()
             .filter(|(_, p)| matches!(p.state, PeerState::Idle { retry_at } if retry_at <= now))
-            .min_by_key(|(_, p)| p.failures)?;
+            .min_by_key(|(index, p)| (p.failures, tie_break(*index as u16, salt)))?;
         peer.state = PeerState::Busy(slot);
         let addr = peer.addr;
         if let Some(conn) = self.conns.get_mut(slot) {
@@ -582,6 +611,31 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                     on_event(FetchEvent::Stalled(peer.addr));
                 }
             }
+        }
+        if now >= self.next_review {
+            self.next_review = now + self.config.review_every;
+            self.replace_slowest(waiting_peer);
+        }
+    }
+
+    /// Closes the open connection that verified fewest blocks since the last review, when
+    /// every slot is taken and a known peer waits (not a failure: it is tried again later).
+    fn replace_slowest(&mut self, waiting_peer: bool) {
+        let all_busy = self.conns.iter().all(Option::is_some);
+        let slowest = self
+            .conns
+            .iter_mut()
+            .flatten()
+            .filter(|conn| conn.open && !conn.close)
+            .min_by_key(|conn| conn.verified);
+        if let Some(conn) = slowest
+            && all_busy
+            && waiting_peer
+        {
+            conn.close = true;
+        }
+        for conn in self.conns.iter_mut().flatten() {
+            conn.verified = 0;
         }
     }
 
@@ -1070,6 +1124,9 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                         Ok(()) if fresh => {
                             if let Some(peer) = self.peers.get_mut(index) {
                                 peer.failures = 0;
+                            }
+                            if let Some(conn) = self.conn_mut(slot) {
+                                conn.verified = conn.verified.saturating_add(1);
                             }
                             on_event(FetchEvent::BlockVerified { block, from });
                             self.check_complete(store, on_event);

@@ -168,6 +168,7 @@ impl Node {
             refresh: Duration::from_millis(20),
             retry_after: Duration::from_millis(100),
             rotate_after: Duration::from_millis(100),
+            review_every: Duration::from_millis(1000),
             ..FetchConfig::default()
         };
         let millis = Instant::from_millis(now / 1000);
