@@ -63,7 +63,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_peers: u16,
 
-    /// TCP connections to open to each peer.
+    /// TCP connections to open to each peer (at most 256 in all: with many peers, fewer a
+    /// peer, then fewer peers).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub connections_per_peer: u8,
 

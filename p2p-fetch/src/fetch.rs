@@ -142,11 +142,19 @@ fn run_steps(
             RangesText(&missing.ranges())
         ));
     }
-    let connections = holdings
+    let useful_peers = holdings
         .iter()
         .filter(|held| !held.minus(&done).is_empty())
-        .count()
-        * usize::from(args.connections_per_peer);
+        .count();
+    let plan = ConnectionPlan::new(useful_peers, usize::from(args.connections_per_peer));
+    if plan.peers < useful_peers || plan.per_peer < usize::from(args.connections_per_peer) {
+        log.warn(&format!(
+            "using {} of {useful_peers} peers with {} connection(s) each: at most \
+             {MAX_CONNECTIONS} connections in all",
+            plan.peers, plan.per_peer
+        ));
+    }
+    let connections = plan.peers * plan.per_peer;
     let scheduler = Scheduler::new(geometry, done, &holdings, connections);
     let control = Control::default();
     let download = Download {
@@ -160,14 +168,7 @@ fn run_steps(
     };
     let stats: Vec<PeerStats> = swarm.peers.iter().map(|_| PeerStats::default()).collect();
     let resumed = scheduler.done_bytes();
-    let transferred = transfer(
-        &download,
-        &swarm,
-        &holdings,
-        &stats,
-        usize::from(args.connections_per_peer),
-        interrupted,
-    );
+    let transferred = transfer(&download, &swarm, &holdings, &stats, plan, interrupted);
     let elapsed = started.elapsed();
     let fetched = scheduler.done_bytes().saturating_sub(resumed);
     describe(summary, &swarm, &stats, elapsed, fetched, resumed);
@@ -236,6 +237,27 @@ fn not_held_by_any(geometry: Geometry, holdings: &[BlockSet]) -> BlockSet {
     held.complement()
 }
 
+/// Connections opened at most, over all peers: each is a thread with a 256 KiB read buffer,
+/// so threads stay under 300 and buffers under 64 MiB however many peers the swarm has.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How many peers are downloaded from, over how many connections each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnectionPlan {
+    peers: usize,
+    per_peer: usize,
+}
+
+impl ConnectionPlan {
+    /// `per_peer` connections to each of `peers`, cut to [`MAX_CONNECTIONS`] in all: fewer
+    /// connections a peer first, then fewer peers (the first listed are kept).
+    fn new(peers: usize, per_peer: usize) -> Self {
+        let peers = peers.min(MAX_CONNECTIONS);
+        let per_peer = per_peer.min(MAX_CONNECTIONS / peers.max(1)).max(1);
+        Self { peers, per_peer }
+    }
+}
+
 /// Runs every peer's connections while the main thread shows progress and saves the record,
 /// until the file is complete, Ctrl-C, a local failure, or no peer has anything left to give.
 fn transfer(
@@ -243,7 +265,7 @@ fn transfer(
     swarm: &Swarm,
     holdings: &[BlockSet],
     stats: &[PeerStats],
-    connections_per_peer: usize,
+    plan: ConnectionPlan,
     interrupted: &AtomicBool,
 ) -> Result<(), Failure> {
     let scheduler = download.scheduler;
@@ -261,10 +283,9 @@ fn transfer(
             .zip(holdings)
             .zip(stats)
             .filter(|((_, held), _)| !held.minus(&done_at_start).is_empty())
+            .take(plan.peers)
             .map(|((peer, held), peer_stats)| {
-                scope.spawn(move || {
-                    download.run_peer(peer.addr, held, peer_stats, connections_per_peer)
-                })
+                scope.spawn(move || download.run_peer(peer.addr, held, peer_stats, plan.per_peer))
             })
             .collect();
         let mut last_record = Instant::now();
@@ -381,4 +402,41 @@ fn sha256_of(path: &Path) -> Result<[u8; 32], Failure> {
         }
     }
     Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_in_all() {
+        assert_eq!(
+            ConnectionPlan::new(4, 2),
+            ConnectionPlan {
+                peers: 4,
+                per_peer: 2
+            }
+        );
+        assert_eq!(
+            ConnectionPlan::new(64, 16),
+            ConnectionPlan {
+                peers: 64,
+                per_peer: 4
+            }
+        );
+        assert_eq!(
+            ConnectionPlan::new(1024, 16),
+            ConnectionPlan {
+                peers: 256,
+                per_peer: 1
+            }
+        );
+        assert_eq!(
+            ConnectionPlan::new(0, 3),
+            ConnectionPlan {
+                peers: 0,
+                per_peer: 3
+            }
+        );
+    }
 }
