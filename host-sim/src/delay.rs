@@ -1,4 +1,4 @@
-//! `--delay-ms` and `--reorder-chance`: a link that holds frames back, both directions.
+//! `--delay-ms` and `--reorder-chance`: a link that delays frames, both directions.
 //!
 //! The kernels these tests run on may lack `sch_netem`, and smoltcp's FaultInjector only drops
 //! and corrupts, so delay and reordering are made here, like netem: every frame waits the
@@ -13,23 +13,23 @@ use std::collections::BinaryHeap;
 
 /// Extra wait of a frame picked for reordering: long enough for a few later frames to pass.
 pub const REORDER_HOLD: Duration = Duration::from_millis(5);
-/// Frames held per direction, as netem's default queue limit; more are dropped, as a full
+/// Frames delayed per direction, as netem's default queue limit; more are dropped, as a full
 /// queue drops them.
 const QUEUE_LIMIT: usize = 1000;
 
-/// A held frame, ordered by release time, then by arrival among frames due at once.
-type Held = Reverse<(Instant, u64, Vec<u8>)>;
+/// A delayed frame, ordered by release time, then by arrival among frames due at once.
+type Delayed = Reverse<(Instant, u64, Vec<u8>)>;
 
 pub struct Delay<D> {
     inner: D,
     delay: Duration,
-    /// Percent of frames held back for reordering.
+    /// Percent of frames delayed further, for reordering.
     reorder_chance: u8,
     rng: u32,
     /// Frames counted in arrival order, so equal release times keep their order.
     arrivals: u64,
-    inbound: BinaryHeap<Held>,
-    outbound: BinaryHeap<Held>,
+    inbound: BinaryHeap<Delayed>,
+    outbound: BinaryHeap<Delayed>,
 }
 
 impl<D: Device> Delay<D> {
@@ -65,9 +65,9 @@ impl<D: Device> Delay<D> {
         (now + hold, self.arrivals)
     }
 
-    /// How long until a held frame is due; `None` when none is held.
+    /// How long until a delayed frame is due; `None` when none is waiting.
     pub fn next_release(&self, now: Instant) -> Option<Duration> {
-        let first = |queue: &BinaryHeap<Held>| queue.peek().map(|Reverse((at, _, _))| *at);
+        let first = |queue: &BinaryHeap<Delayed>| queue.peek().map(|Reverse((at, _, _))| *at);
         let at = match (first(&self.inbound), first(&self.outbound)) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
@@ -102,12 +102,12 @@ impl<D: Device> Delay<D> {
         }
     }
 
-    fn held_tx(&mut self, now: Instant) -> Option<TxToken<'_, D::TxToken<'_>>> {
+    fn delayed_tx(&mut self, now: Instant) -> Option<TxToken<'_, D::TxToken<'_>>> {
         if self.outbound.len() >= QUEUE_LIMIT {
             return None;
         }
         let (at, order) = self.release_time(now);
-        Some(TxToken::Held {
+        Some(TxToken::Delayed {
             queue: &mut self.outbound,
             at,
             order,
@@ -117,22 +117,22 @@ impl<D: Device> Delay<D> {
 
 pub enum RxToken<T> {
     Direct(T),
-    Held(Vec<u8>),
+    Delayed(Vec<u8>),
 }
 
 impl<T: phy::RxToken> phy::RxToken for RxToken<T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         match self {
             Self::Direct(token) => token.consume(f),
-            Self::Held(frame) => f(&frame),
+            Self::Delayed(frame) => f(&frame),
         }
     }
 }
 
 pub enum TxToken<'a, T> {
     Direct(T),
-    Held {
-        queue: &'a mut BinaryHeap<Held>,
+    Delayed {
+        queue: &'a mut BinaryHeap<Delayed>,
         at: Instant,
         order: u64,
     },
@@ -142,7 +142,7 @@ impl<T: phy::TxToken> phy::TxToken for TxToken<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self {
             Self::Direct(token) => token.consume(len, f),
-            Self::Held { queue, at, order } => {
+            Self::Delayed { queue, at, order } => {
                 let mut frame = vec![0u8; len];
                 let result = f(&mut frame);
                 queue.push(Reverse((at, order, frame)));
@@ -180,8 +180,8 @@ impl<D: Device> Device for Delay<D> {
             return None;
         }
         let Reverse((_, _, frame)) = self.inbound.pop()?;
-        let tx = self.held_tx(now)?;
-        Some((RxToken::Held(frame), tx))
+        let tx = self.delayed_tx(now)?;
+        Some((RxToken::Delayed(frame), tx))
     }
 
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
@@ -189,7 +189,7 @@ impl<D: Device> Device for Delay<D> {
             return self.inner.transmit(now).map(TxToken::Direct);
         }
         self.exchange(now);
-        self.held_tx(now)
+        self.delayed_tx(now)
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -229,12 +229,12 @@ mod tests {
         send(&mut link, start, 0..20);
         assert_eq!(delivered(&mut link, start + Duration::from_millis(9)), []);
         assert_eq!(link.next_release(start), Some(delay));
-        // Out on the wire after 10 ms, then held 10 ms more on the way back in.
+        // Out on the wire after 10 ms, then delayed 10 ms more on the way back in.
         assert_eq!(delivered(&mut link, start + delay), []);
         assert_eq!(
             link.next_release(start + delay),
             Some(delay),
-            "now held inbound"
+            "now delayed inbound"
         );
         let numbers = delivered(&mut link, start + delay + delay);
         assert_eq!(numbers, (0..20).collect::<Vec<_>>());

@@ -28,7 +28,7 @@ pub enum PeerError {
     /// The peer broke the protocol (garbage, an oversized list, misordered ranges...).
     Protocol(ClientError),
     /// The peer sent an Error message and closed.
-    Refused(String),
+    SentError(String),
     /// The peer refused blocks it said it holds.
     BlockFailure {
         range: BlockRange,
@@ -48,7 +48,7 @@ impl PeerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Connect(_) | Self::Closed { .. } | Self::Io(_) | Self::Refused(_)
+            Self::Connect(_) | Self::Closed { .. } | Self::Io(_) | Self::SentError(_)
         )
     }
 }
@@ -66,7 +66,7 @@ impl fmt::Display for PeerError {
             } => f.write_str("closed the connection"),
             Self::Io(error) => write!(f, "connection failed: {error}"),
             Self::Protocol(error) => write!(f, "protocol violation: {error}"),
-            Self::Refused(reason) => write!(f, "sent Error: {reason}"),
+            Self::SentError(reason) => write!(f, "sent Error: {reason}"),
             Self::BlockFailure { range, reason } => {
                 write!(f, "refused blocks {range} it said it holds: {reason}")
             }
@@ -174,7 +174,7 @@ impl Connection {
             }
             input = input.get(step.consumed..).unwrap_or_default();
             if let Some(ClientEvent::Error(reason)) = step.event {
-                return Err(PeerError::Refused(printable(reason)));
+                return Err(PeerError::SentError(printable(reason)));
             }
             if step.event.is_some() || step.completed.is_some() {
                 on_event(step.event, step.completed)?;

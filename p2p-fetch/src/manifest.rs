@@ -116,7 +116,7 @@ fn fetch_digests(
                 Ok(())
             }
             Some(ClientEvent::BlockFailure(reason)) => {
-                Err(PeerError::Refused(crate::connection::printable(reason)))
+                Err(PeerError::SentError(crate::connection::printable(reason)))
             }
             _ => Ok(()),
         })?;

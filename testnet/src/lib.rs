@@ -6,7 +6,7 @@
 //! stays on the bridge. Dropping it kills what was started inside and deletes the namespace
 //! with everything in it.
 //!
-//! As root the namespace is a named one (`ip netns`). Without root it is held by an
+//! As root the namespace is a named one (`ip netns`). Without root it is kept alive by an
 //! `unshare --user --net` process and entered with `nsenter`, where the system allows user
 //! namespaces; TAP devices then also need `/dev/net/tun` to be readable and writable by the user
 //! (mode 0666, the default on most distributions). A thread of this process can enter only a
@@ -37,8 +37,8 @@ pub struct TestNet {
 enum Kind {
     /// `ip netns NAME`, under /run/netns (root).
     Named,
-    /// Held by an `unshare` process of ours, entered through its pid (no root).
-    Held(Child),
+    /// Kept alive by an `unshare` process of ours, entered through its pid (no root).
+    Pinned(Child),
 }
 
 /// Why a test network cannot be made here.
@@ -89,7 +89,7 @@ impl TestNet {
             ip(&["netns", "add", name])?;
             Kind::Named
         } else {
-            Kind::Held(hold_namespace()?)
+            Kind::Pinned(pin_namespace()?)
         };
         let net = Self {
             name: name.to_string(),
@@ -153,8 +153,8 @@ impl TestNet {
     /// Leaves the namespace in place when this handle goes (for `cargo xtask net up`);
     /// returns its name. Processes started here are left running too.
     pub fn keep(mut self) -> Result<String, Unavailable> {
-        if let Kind::Held(holder) = &self.kind {
-            Kept::Held(holder.id()).record(&self.name)?;
+        if let Kind::Pinned(holder) = &self.kind {
+            Kept::Pinned(holder.id()).record(&self.name)?;
         }
         self.children.clear();
         Ok(std::mem::take(&mut self.name))
@@ -167,7 +167,7 @@ impl TestNet {
         let kept = Kept::find(name).ok_or_else(|| no_such_namespace(name))?;
         let holder = match kept {
             Kept::Named => None,
-            Kept::Held(pid) => Some(pid),
+            Kept::Pinned(pid) => Some(pid),
         };
         let stopped = stop_processes_in(&kept.namespace(name)?, holder);
         match holder {
@@ -185,7 +185,7 @@ impl TestNet {
     pub fn command_in(name: &str, program: &str) -> Result<Command, Unavailable> {
         match Kept::find(name) {
             Some(Kept::Named) => Ok(named_command(name, program)),
-            Some(Kept::Held(pid)) => Ok(held_command(pid, program)),
+            Some(Kept::Pinned(pid)) => Ok(pinned_command(pid, program)),
             None => Err(no_such_namespace(name)),
         }
     }
@@ -215,7 +215,7 @@ impl TestNet {
     pub fn command(&self, program: &str) -> Command {
         match &self.kind {
             Kind::Named => named_command(&self.name, program),
-            Kind::Held(holder) => held_command(holder.id(), program),
+            Kind::Pinned(holder) => pinned_command(holder.id(), program),
         }
     }
 
@@ -283,7 +283,7 @@ impl TestNet {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Unavailable> {
-        if let Kind::Held(_) = self.kind {
+        if let Kind::Pinned(_) = self.kind {
             return Err(Unavailable(
                 "a thread can enter the test network only as root (without root it lives in a \
                  user namespace, which a multithreaded process cannot join)"
@@ -317,7 +317,7 @@ impl Drop for TestNet {
             Kind::Named => {
                 let _ = quiet(Command::new("ip").args(["netns", "del", &self.name]));
             }
-            Kind::Held(holder) => {
+            Kind::Pinned(holder) => {
                 let _ = holder.kill();
                 let _ = holder.wait();
             }
@@ -329,7 +329,7 @@ impl Drop for TestNet {
 enum Kept {
     Named,
     /// The pid of the `unshare` process holding it.
-    Held(u32),
+    Pinned(u32),
 }
 
 impl Kept {
@@ -340,7 +340,7 @@ impl Kept {
         let path = Self::record_path(name);
         let pid: u32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
         if is_holder(pid) {
-            Some(Self::Held(pid))
+            Some(Self::Pinned(pid))
         } else {
             // Its holder is gone (a reboot, a kill): the record is stale.
             let _ = std::fs::remove_file(&path);
@@ -360,7 +360,7 @@ impl Kept {
                     std::os::unix::fs::MetadataExt::ino(&metadata)
                 ))
             }
-            Self::Held(pid) => namespace_of(*pid)
+            Self::Pinned(pid) => namespace_of(*pid)
                 .ok_or_else(|| Unavailable(format!("{name}'s holder {pid} is gone"))),
         }
     }
@@ -374,7 +374,9 @@ impl Kept {
     }
 
     fn record(&self, name: &str) -> Result<(), Unavailable> {
-        let Self::Held(pid) = self else { return Ok(()) };
+        let Self::Pinned(pid) = self else {
+            return Ok(());
+        };
         let path = Self::record_path(name);
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
@@ -388,7 +390,7 @@ impl Kept {
 
 /// Starts a process that holds a new user and network namespace, and waits until it is ready:
 /// `unshare` has mapped our user to root inside and run `sleep`.
-fn hold_namespace() -> Result<Child, Unavailable> {
+fn pin_namespace() -> Result<Child, Unavailable> {
     let mut holder = Command::new("unshare")
         .args([
             "--user",
@@ -478,7 +480,7 @@ fn named_command(name: &str, program: &str) -> Command {
 
 /// nsenter into the holder's user and network namespaces. Our user is root there (the
 /// holder mapped it); credentials are kept as they are, since the map denies setgroups.
-fn held_command(pid: u32, program: &str) -> Command {
+fn pinned_command(pid: u32, program: &str) -> Command {
     let mut command = Command::new("nsenter");
     command.args([
         "--target",
