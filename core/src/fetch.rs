@@ -68,6 +68,11 @@ pub struct FetchConfig {
     /// optimistic unchoke): otherwise connections stay with the first peers found, and nodes
     /// found later are never asked (64 simulated nodes: 14 served nothing).
     pub review_every: Duration,
+    /// A connection with Block Requests outstanding that receives nothing for this long lets
+    /// the other connections ask for those blocks too, and stays open: a lost segment costs
+    /// smoltcp at least its 1 s minimum retransmission timeout, which must not hold blocks
+    /// that other peers could send now. The first copy verified wins.
+    pub block_lag: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
     /// Block Requests a connection keeps outstanding (at most [`PIPELINE`] - 2: the rest of
@@ -88,6 +93,7 @@ impl Default for FetchConfig {
             refresh: Duration::from_millis(500),
             rotate_after: Duration::from_millis(2000),
             review_every: Duration::from_millis(5000),
+            block_lag: Duration::from_millis(500),
             max_run: 4,
             requests: 4,
             own_addr: None,
@@ -217,6 +223,8 @@ struct Conn<const K: usize> {
     greeted: bool,
     /// Blocks verified from this connection since the fetcher last reviewed them.
     verified: u32,
+    /// Nothing arrived for the block lag: its outstanding blocks are offered to the others.
+    lagging: bool,
 }
 
 impl<const K: usize> Conn<K> {
@@ -234,6 +242,7 @@ impl<const K: usize> Conn<K> {
             useful_at: now,
             greeted: false,
             verified: 0,
+            lagging: false,
         }
     }
 
@@ -443,8 +452,9 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                 (range.start()..=range.end()).for_each(|b| self.in_flight.remove(b));
             }
         }
-        // Another connection may still have some of those blocks outstanding (endgame).
-        for other in self.conns.iter().flatten() {
+        // Another connection may still have some of those blocks outstanding (endgame), unless
+        // it lags and gave them up.
+        for other in self.conns.iter().flatten().filter(|other| !other.lagging) {
             for asked in &other.asked {
                 if let Asked::Blocks(range) = asked {
                     self.in_flight.insert_range(*range);
@@ -552,6 +562,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             };
             if consumed > 0 {
                 conn.since = now;
+                conn.lagging = false;
             }
             // Block data is the last `len` bytes of what the step consumed.
             let data = match seen {
@@ -603,6 +614,13 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                 conn.close = true;
                 continue;
             }
+            // A connection that lags twice the block lag (a retransmission timeout, most
+            // likely) makes way for a waiting peer; not a failure either.
+            let lag = self.config.block_lag;
+            if conn.lagging && waiting_peer && !conn.close && now >= conn.since + lag + lag {
+                conn.close = true;
+                continue;
+            }
             let waiting = !conn.open || !conn.asked.is_empty();
             if waiting && !conn.close && now >= conn.since + stall {
                 conn.close = true;
@@ -615,6 +633,28 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if now >= self.next_review {
             self.next_review = now + self.config.review_every;
             self.replace_slowest(waiting_peer);
+        }
+        self.release_lagging(now);
+    }
+
+    /// Offers the outstanding blocks of every connection that received nothing for the block
+    /// lag to the other connections.
+    fn release_lagging(&mut self, now: Instant) {
+        let lag = self.config.block_lag;
+        for conn in self.conns.iter_mut().flatten() {
+            if conn.open
+                && !conn.close
+                && !conn.lagging
+                && conn.block_requests() > 0
+                && now >= conn.since + lag
+            {
+                conn.lagging = true;
+                for asked in &conn.asked {
+                    if let Asked::Blocks(range) = asked {
+                        (range.start()..=range.end()).for_each(|b| self.in_flight.remove(b));
+                    }
+                }
+            }
         }
     }
 
@@ -652,6 +692,17 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .filter(|c| !c.close)
             .map(|conn| {
                 let stall = conn.since + self.config.stall_timeout;
+                let lag = self.config.block_lag;
+                let stall = if conn.open && conn.block_requests() > 0 {
+                    let lag_at = if conn.lagging {
+                        conn.since + lag + lag
+                    } else {
+                        conn.since + lag
+                    };
+                    stall.min(lag_at)
+                } else {
+                    stall
+                };
                 let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);
                 match (conn.open && conn.has_room() && !listing)
                     .then(|| conn.list_due(self.config.refresh))

@@ -169,6 +169,7 @@ impl Node {
             retry_after: Duration::from_millis(100),
             rotate_after: Duration::from_millis(100),
             review_every: Duration::from_millis(1000),
+            block_lag: Duration::from_millis(200),
             ..FetchConfig::default()
         };
         let millis = Instant::from_millis(now / 1000);
