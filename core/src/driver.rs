@@ -9,6 +9,7 @@
 //! Bytes move between the sessions and the sockets' own buffers through smoltcp's in-place
 //! `recv`/`send` closures: block data is read from the store straight into the transmit buffer.
 
+pub use crate::server::Ended;
 use crate::server::{CloseReason, ServerConfig, ServerSession, SessionEvent, busy_error};
 use crate::time::{Duration, Instant};
 use smoltcp::iface::{SocketHandle, SocketSet};
@@ -21,16 +22,6 @@ pub const LISTENERS: usize = 2;
 
 /// How long a connection refused as busy may take to close before it is reset.
 const BUSY_LINGER: Duration = Duration::from_millis(1000);
-
-/// Why a served connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Ended {
-    /// The session asked to close.
-    Session(CloseReason),
-    /// The peer closed or reset the connection.
-    Peer,
-}
 
 /// What the driver saw, for the caller's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,7 +52,8 @@ pub mod asynch;
 pub mod blocking;
 
 use crate::client::{ClientError, ClientEvent, ClientSession};
-use crate::server::{CloseReason, ServerConfig, ServerSession, SessionEvent};
+pub use crate::server::Ended;
+use crate::server::{ServerConfig, ServerSession, SessionEvent};
 use crate::time::Instant;
 use crate::wire::Request;
 use core::fmt;
@@ -72,18 +73,6 @@ pub struct IoBuffers<'b> {
     /// Where responses are put together before they are written; at least 1 byte. Its size
     /// is the largest single write to the stream.
     pub tx: &'b mut [u8],
-}
-
-/// How a served connection ended without a stream error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Ended {
-    /// The session ended it: after an Error was sent, on a store failure, or on the idle
-    /// timeout. The stream is left open: drop or close it (an Error response has been
-    /// written and flushed).
-    Session(CloseReason),
-    /// The peer finished sending (end of stream) and every answer was written and flushed.
-    Peer,
 }
 
 /// A stream error that ended a served connection (or a fetcher's connection).

@@ -134,6 +134,18 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Why a served connection ended, whatever carried it (smoltcp socket or byte stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Ended {
+    /// The session ended it: after an Error was sent, on a store failure, or on the idle
+    /// timeout.
+    Session(CloseReason),
+    /// The peer finished sending (or closed or reset the connection) and every answer it
+    /// could still take was sent.
+    Peer,
+}
+
 /// An answer waiting its turn.
 #[derive(Debug, Clone, Copy)]
 enum Answer {
