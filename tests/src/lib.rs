@@ -489,6 +489,28 @@ pub fn fetched_exactly(
     result.stdout
 }
 
+/// Waits until the p2p-fetch writing `output` has saved a progress record with at least one
+/// block done, so a fault injected now lands mid-download; panics after 20 s.
+pub fn wait_for_progress(output: &std::path::Path) {
+    // The record: 8 bytes of magic, the file size, then one bit a block done.
+    const HEADER: usize = 12;
+    let mut record = output.as_os_str().to_owned();
+    record.push(".part.blocks");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let saved = std::fs::read(&record).unwrap_or_default();
+        if saved.iter().skip(HEADER).any(|&bits| bits != 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no block recorded as done in {} after 20 s",
+            std::path::Path::new(&record).display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The built-in sample file every server serves by default.
 pub const SAMPLE: &[u8] = include_bytes!("../../assets/sample.txt");
 

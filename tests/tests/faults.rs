@@ -6,6 +6,7 @@
 
 use p2p_tests::{
     Scratch, TestNet, fetch_exactly, fetched_exactly, p2p_fetch, start_host_sim, test_net,
+    wait_for_progress,
 };
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -91,13 +92,18 @@ fn a_peer_killed_and_restarted_mid_download_is_used_again_or_replaced() {
     let (first_index, _) = start_host_sim(&mut net, 0, &first);
     start_host_sim(&mut net, 1, &[&["--file", file][..], &slow].concat());
     let output = scratch.0.join("fetched.bin");
-    let child = fetch_from_first(&net, &output, &[])
+    let mut child = fetch_from_first(&net, &output, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");
-    std::thread::sleep(Duration::from_millis(800));
+    wait_for_progress(&output);
     net.kill(first_index);
+    assert!(
+        child.try_wait().expect("p2p-fetch state").is_none(),
+        "the kill must land mid-download"
+    );
+    // The peer stays away for a while before it comes back.
     std::thread::sleep(Duration::from_millis(700));
     start_host_sim(&mut net, 0, &first);
     fetched_exactly(child.wait_with_output().expect("p2p-fetch"), &output, &data);
@@ -120,7 +126,7 @@ fn p2p_fetch_killed_mid_download_resumes_without_refetching() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
-    std::thread::sleep(Duration::from_millis(1200));
+    wait_for_progress(&output);
     // SIGKILL: no chance to tidy up, as after a crash or power loss.
     child.kill().expect("kill p2p-fetch");
     child.wait().expect("reap");
