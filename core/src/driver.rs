@@ -282,7 +282,9 @@ fn serve(
     if let Some(reason) = session.poll_timeouts(now) {
         match reason {
             // The Error must reach the peer: close after it is sent.
-            CloseReason::ProtocolError | CloseReason::NoFileYet => socket.close(),
+            CloseReason::ProtocolError | CloseReason::NoFileYet | CloseReason::ListTooLong => {
+                socket.close()
+            }
             // Nobody is reading, or nothing correct can follow: drop the connection.
             CloseReason::IdleTimeout | CloseReason::StoreFailed => socket.abort(),
         }

@@ -25,6 +25,7 @@ use crate::geometry::Geometry;
 use crate::manifest::{DIGEST_LEN, Digest};
 use crate::ranges::BlockRange;
 use crate::store::{BlockStore, StoreError};
+use crate::wire::MAX_LIST_COUNT;
 use core::cell::{Cell, RefCell};
 use core::fmt;
 use embedded_storage::nor_flash::NorFlash;
@@ -282,8 +283,11 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
 
     fn layout_for(&self, file_size: u32) -> Result<Layout, FillError> {
         let capacity = self.flash.borrow().capacity();
+        // Held blocks of more than 2 x 32767 could make more ranges than a Block List carries.
+        let listable = 2 * u32::from(MAX_LIST_COUNT);
         Layout::new::<F>(file_size, capacity)
             .filter(|layout| layout.geometry.block_count() <= BlockBitmap::<B>::CAPACITY)
+            .filter(|layout| layout.geometry.block_count() <= listable)
             .ok_or(FillError::FileTooLarge { file_size })
     }
 

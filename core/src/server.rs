@@ -32,6 +32,11 @@ const STAGE_LEN: usize = 1 + MAX_REASON_LEN + 1;
 pub const NO_FILE_YET_REASON: &str =
     "no file here yet: still fetching its manifest; ask again later";
 
+/// The Error's reason for a Block List Request when the held blocks make more ranges than
+/// the 32767 a Block List Response carries.
+pub const LIST_TOO_LONG_REASON: &str =
+    "the held blocks make more than 32767 ranges: no Block List can carry them";
+
 /// Why a connection over a server's limit is closed, in the Error it gets first.
 pub const BUSY_REASON: &str = "server busy: too many connections; try again later";
 
@@ -107,6 +112,9 @@ pub enum SessionEvent {
     /// A request other than Peer List to a store with no file yet (a node still fetching its
     /// manifest): an Error will be sent and the connection closed.
     NoFileYet(Request),
+    /// A Block List Request whose answer would need more than 32767 ranges: an Error will be
+    /// sent and the connection closed.
+    ListTooLong,
 }
 
 /// Why a session wants its connection closed.
@@ -121,6 +129,9 @@ pub enum CloseReason {
     StoreFailed,
     /// The store has no file yet; the Error saying so has been sent.
     NoFileYet,
+    /// The held blocks make more than 32767 ranges; the Error saying so has been sent (a
+    /// Block List is never cut short).
+    ListTooLong,
 }
 
 impl fmt::Display for CloseReason {
@@ -130,6 +141,7 @@ impl fmt::Display for CloseReason {
             Self::IdleTimeout => "idle timeout",
             Self::StoreFailed => "reading the served file failed",
             Self::NoFileYet => "no file yet",
+            Self::ListTooLong => "block list too long",
         })
     }
 }
@@ -158,6 +170,9 @@ enum Answer {
     Error(WireError),
     /// An Error saying the store has no file yet; the connection closes after it.
     NoFileYet,
+    /// An Error saying the held blocks make more ranges than a Block List carries; the
+    /// connection closes after it.
+    ListTooLong,
 }
 
 /// What remains of the answer being sent, after its staged bytes.
@@ -250,11 +265,17 @@ impl<'a> ServerSession<'a> {
                             refusal,
                         },
                         Answer::NoFileYet => SessionEvent::NoFileYet(value),
+                        Answer::ListTooLong => SessionEvent::ListTooLong,
                         _ => SessionEvent::Accepted(value),
                     });
                     self.queue(answer);
-                    if matches!(answer, Answer::NoFileYet) {
-                        self.closing = Some(CloseReason::NoFileYet);
+                    let closing = match answer {
+                        Answer::NoFileYet => Some(CloseReason::NoFileYet),
+                        Answer::ListTooLong => Some(CloseReason::ListTooLong),
+                        _ => None,
+                    };
+                    if closing.is_some() {
+                        self.closing = closing;
                         return input.len();
                     }
                 }
@@ -425,6 +446,11 @@ impl<'a> ServerSession<'a> {
         if !self.config.store.has_file() && request != Request::PeerList {
             return Answer::NoFileYet;
         }
+        if request == Request::BlockList
+            && held(self.config.store).count() > usize::from(MAX_LIST_COUNT)
+        {
+            return Answer::ListTooLong;
+        }
         let (start, end, digests) = match request {
             Request::Block { start, end } => (start, end, false),
             Request::Digest { start, end } => (start, end, true),
@@ -504,6 +530,7 @@ impl<'a> ServerSession<'a> {
                 self.stage_reason(&text, true);
             }
             Answer::NoFileYet => self.stage_reason(NO_FILE_YET_REASON, true),
+            Answer::ListTooLong => self.stage_reason(LIST_TOO_LONG_REASON, true),
         }
     }
 
@@ -605,6 +632,33 @@ mod tests {
     fn answer(store: &dyn BlockStore, input: &[u8]) -> Vec<u8> {
         let mut session = ServerSession::new(ServerConfig::new(store, &PEERS), t(0));
         exchange(&mut session, input, 4096)
+    }
+
+    #[test]
+    fn a_block_list_too_long_to_carry_is_an_error_not_cut_short() {
+        /// Every other block of 65536: 32768 ranges, one more than a Block List carries.
+        struct Alternate;
+        impl BlockStore for Alternate {
+            fn file_size(&self) -> u32 {
+                64 << 20
+            }
+            fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
+                let next = after.map_or(Some(0), |block| (block / 2 * 2).checked_add(2))?;
+                Some(BlockRange::single(next))
+            }
+            fn read_at(&self, _: u32, _: &mut [u8]) -> Result<(), crate::StoreError> {
+                Err(crate::StoreError)
+            }
+        }
+        let mut session = ServerSession::new(ServerConfig::new(&Alternate, &[]), t(0));
+        let mut events = std::vec::Vec::new();
+        session.receive(&[0x02], t(0), &mut |event| events.push(event));
+        assert_eq!(events, [SessionEvent::ListTooLong]);
+        let mut out = [0u8; 256];
+        let len = session.transmit(&mut out, t(0));
+        assert_eq!(out[0], 0x7f);
+        assert_eq!(&out[1..len - 1], LIST_TOO_LONG_REASON.as_bytes());
+        assert_eq!(session.poll_timeouts(t(0)), Some(CloseReason::ListTooLong));
     }
 
     #[test]

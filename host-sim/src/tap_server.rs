@@ -308,6 +308,9 @@ pub fn log_event(event: DriverEvent) {
             SessionEvent::NoFileYet(request) => {
                 log::info!("[{slot}] {request}: no file yet (manifest not verified); closing")
             }
+            SessionEvent::ListTooLong => {
+                log::error!("[{slot}] the Block List needs more than 32767 ranges; closing")
+            }
         },
         DriverEvent::Busy { remote } => log::warn!(
             "refused {} as busy: at the connection limit",

@@ -81,6 +81,7 @@ impl<S: BlockStore + Sync> TcpServer<'_, S> {
             }
             SessionEvent::ProtocolError(error) => log::warn!("{peer}: {error}"),
             SessionEvent::NoFileYet(request) => log::info!("{peer}: {request}: no file yet"),
+            SessionEvent::ListTooLong => log::error!("{peer}: the Block List is too long to send"),
         };
         loop {
             if start < end {

@@ -356,6 +356,7 @@ fn log(event: DriverEvent) {
             SessionEvent::NoFileYet(request) => {
                 defmt::info!("[{}] {}: no file yet, closing", slot, request)
             }
+            SessionEvent::ListTooLong => defmt::error!("[{}] block list too long, closing", slot),
         },
         DriverEvent::Busy { remote } => defmt::warn!("busy: refused {}", remote),
         DriverEvent::Closed { slot, ended } => {
