@@ -4,6 +4,7 @@
 mod fill;
 
 use crate::run::{ScratchDir, cargo, root, run};
+use p2p_core::{Geometry, Request};
 use p2p_testnet::TestNet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -107,12 +108,7 @@ fn host_sim(size: u64) -> Result<Rows, String> {
     let scratch = ScratchDir::new("bench")?;
     let file = scratch.join("bench.bin");
     write_file(&file, size)?;
-    let blocks =
-        p2p_core::Geometry::new(u32::try_from(size).map_err(|_| "file too large")?).block_count();
-    let request = {
-        let [hi, lo] = u16::try_from(blocks - 1).unwrap_or(u16::MAX).to_be_bytes();
-        vec![0x04, 0, 0, hi, lo]
-    };
+    let request = whole_file(size)?;
 
     let mut rows = Rows::default();
     let protocol = best_of(|| {
@@ -174,10 +170,7 @@ fn host_sim(size: u64) -> Result<Rows, String> {
 
     // Loss recovery is slow (see BENCHMARKS.md): a smaller file keeps the run short.
     let lossy_size = size.min(16 << 20);
-    let lossy_blocks = p2p_core::Geometry::new(lossy_size as u32).block_count();
-    let [hi, lo] = u16::try_from(lossy_blocks - 1)
-        .unwrap_or(u16::MAX)
-        .to_be_bytes();
+    let lossy_request = first_bytes(size, lossy_size)?;
     let lossy = best_of(|| {
         download_from_host_sim(
             &host_sim,
@@ -187,7 +180,7 @@ fn host_sim(size: u64) -> Result<Rows, String> {
                 &"--drop-chance".into(),
                 &"1".into(),
             ],
-            &[0x04, 0, 0, hi, lo],
+            &lossy_request,
             lossy_size + 1,
             1500,
         )
@@ -196,7 +189,7 @@ fn host_sim(size: u64) -> Result<Rows, String> {
         download_from_host_sim(
             &host_sim,
             &[&"--file".into(), &file.display().to_string()],
-            &[0x04, 0, 0, hi, lo],
+            &lossy_request,
             lossy_size + 1,
             1500,
         )
@@ -245,6 +238,33 @@ impl Rows {
     fn print(&self) {
         println!("\n{}", self.table());
     }
+}
+
+/// `requests` as they go on the wire, one after another.
+pub(crate) fn encode(requests: &[Request]) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    for request in requests {
+        let mut out = [0u8; Request::MAX_LEN];
+        let len = request
+            .emit(&mut out)
+            .map_err(|e| format!("{request}: {e}"))?;
+        bytes.extend_from_slice(&out[..len]);
+    }
+    Ok(bytes)
+}
+
+/// A Block Request for every block of a file of `size` bytes.
+pub(crate) fn whole_file(size: u64) -> Result<Vec<u8>, String> {
+    first_bytes(size, size)
+}
+
+/// A Block Request for the blocks holding the first `bytes` bytes of a file of `size` bytes
+/// (whole blocks of that file's own geometry).
+fn first_bytes(size: u64, bytes: u64) -> Result<Vec<u8>, String> {
+    let geometry = Geometry::new(u32::try_from(size).map_err(|_| "file over 4 GiB")?);
+    let blocks = bytes.div_ceil(u64::from(geometry.block_size())).max(1);
+    let end = u16::try_from(blocks - 1).map_err(|_| "more than 65536 blocks")?;
+    encode(&[Request::Block { start: 0, end }])
 }
 
 fn gbit(bytes: u64, time: Duration) -> f64 {
@@ -421,11 +441,12 @@ fn memory_serving_eight(host_sim: &Path, scratch: &Path) -> Result<(u64, u64), S
             .map(|client| {
                 std::thread::spawn(move || -> Result<(), String> {
                     let mut stream = connect_retrying(addr)?;
-                    let [s0, s1] = (client * blocks_each).to_be_bytes();
-                    let [e0, e1] = (client * blocks_each + (blocks_each - 1)).to_be_bytes();
-                    stream
-                        .write_all(&[0x04, s0, s1, e0, e1])
-                        .map_err(|e| e.to_string())?;
+                    let start = client * blocks_each;
+                    let request = encode(&[Request::Block {
+                        start,
+                        end: start + (blocks_each - 1),
+                    }])?;
+                    stream.write_all(&request).map_err(|e| e.to_string())?;
                     read_exactly(&mut stream, per_client + 1)
                 })
             })
@@ -535,15 +556,9 @@ fn firmware() -> Result<Rows, String> {
     write_file(&file, FIRMWARE_BENCH_FILE)?;
     let protocol_elf = build_firmware_variant("bench-protocol", &file, false)?;
     let raw_elf = build_firmware_variant("bench-raw", &file, true)?;
-    let blocks = p2p_core::Geometry::new(FIRMWARE_BENCH_FILE as u32).block_count();
-    let [hi, lo] = u16::try_from(blocks - 1).unwrap_or(u16::MAX).to_be_bytes();
-    let protocol = best_of(|| {
-        time_board_download(
-            &protocol_elf,
-            &[0x04, 0, 0, hi, lo],
-            FIRMWARE_BENCH_FILE + 1,
-        )
-    })?;
+    let request = whole_file(FIRMWARE_BENCH_FILE)?;
+    let protocol =
+        best_of(|| time_board_download(&protocol_elf, &request, FIRMWARE_BENCH_FILE + 1))?;
     let raw = best_of(|| time_board_download(&raw_elf, &[], FIRMWARE_BENCH_FILE))?;
     let mib_s =
         |time: Duration| FIRMWARE_BENCH_FILE as f64 / time.as_secs_f64() / f64::from(1 << 20);
@@ -603,21 +618,25 @@ fn time_board_download(elf: &Path, request: &[u8], expect: u64) -> Result<Durati
 /// from its defmt log ("stack peak N bytes"), decoded with defmt-print.
 fn firmware_peak_stack() -> Result<usize, String> {
     ensure_defmt_print()?;
+    let sample_len = std::fs::metadata(root().join("assets/sample.txt"))
+        .map_err(|e| format!("assets/sample.txt: {e}"))?
+        .len();
     let elf = crate::firmware::elf("mps2-an386");
     let log_path = std::env::temp_dir().join(format!("p2p-fw-stack-{}.defmt", std::process::id()));
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
     let qemu = qemu_on_tap0(&mut net, &elf, Stdio::from(log))?;
-    net.run_inside(|| -> Result<(), String> {
+    net.run_inside(move || -> Result<(), String> {
         let addr: SocketAddr = "10.0.0.16:8888".parse().map_err(|e| format!("{e}"))?;
         drop(connect_retrying_for(addr, Duration::from_secs(20))?);
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || -> Result<(), String> {
                     let mut stream = connect_retrying(addr)?;
-                    stream
-                        .write_all(&[0x07, 0x00, 0x02, 0x04, 0x00, 0x00, 0x01, 0x24])
-                        .map_err(|e| e.to_string())?;
+                    // What a client asks first, then the whole built-in sample.
+                    let mut request = encode(&[Request::FileSize, Request::BlockList])?;
+                    request.extend(whole_file(sample_len)?);
+                    stream.write_all(&request).map_err(|e| e.to_string())?;
                     let mut sink = Vec::new();
                     stream
                         .shutdown(std::net::Shutdown::Write)
@@ -914,4 +933,24 @@ fn p2p_fetch() -> Result<Rows, String> {
         peak_kib as f64 / 1024.0
     ));
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_the_protocols_bytes() {
+        // The built-in sample: 300000 bytes, blocks 0-292.
+        assert_eq!(whole_file(300_000).unwrap(), [0x04, 0x00, 0x00, 0x01, 0x24]);
+        assert_eq!(
+            encode(&[Request::FileSize, Request::BlockList]).unwrap(),
+            [0x07, 0x02]
+        );
+        // The first 16 MiB of a 128 MiB file: blocks of 2 KiB, 0-8191.
+        assert_eq!(
+            first_bytes(128 << 20, 16 << 20).unwrap(),
+            [0x04, 0x00, 0x00, 0x1f, 0xff]
+        );
+    }
 }

@@ -2,7 +2,9 @@
 //! p2p-fetch pulling the same file from the same peers in the same run; and the QEMU board
 //! filling, against the same board serving the file it filled.
 
-use super::{Rows, best_of, connect_retrying_for, ensure_defmt_print, read_exactly, write_file};
+use super::{
+    Rows, best_of, connect_retrying_for, ensure_defmt_print, read_exactly, whole_file, write_file,
+};
 use crate::run::{ScratchDir, cargo, root, run};
 use p2p_testnet::TestNet;
 use std::io::Write;
@@ -241,16 +243,14 @@ fn board_fill() -> Result<Rows, String> {
         }
     })?;
     // The same board serving what it filled, whole, in the same run.
-    let blocks = p2p_core::Geometry::new(BOARD_FILE as u32).block_count();
-    let [hi, lo] = u16::try_from(blocks - 1).unwrap_or(u16::MAX).to_be_bytes();
+    let request = whole_file(BOARD_FILE)?;
     let serving = best_of(|| {
+        let request = request.clone();
         net.run_inside(move || -> Result<Duration, String> {
             let addr: SocketAddr = "10.0.0.16:8888".parse().map_err(|e| format!("{e}"))?;
             let mut stream = connect_retrying_for(addr, Duration::from_secs(10))?;
             let started = Instant::now();
-            stream
-                .write_all(&[0x04, 0, 0, hi, lo])
-                .map_err(|e| e.to_string())?;
+            stream.write_all(&request).map_err(|e| e.to_string())?;
             read_exactly(&mut stream, BOARD_FILE + 1)?;
             Ok(started.elapsed())
         })
