@@ -120,6 +120,9 @@ pub enum ClientError {
     TooManyOutstanding,
     /// The server sent an Error earlier; the connection is over.
     Closed,
+    /// The session's own bookkeeping broke (a field outgrew its buffer): a bug, reported
+    /// rather than decoded past with the stream out of step. The fuzz target fails on it.
+    Desync,
 }
 
 impl From<WireError> for ClientError {
@@ -154,6 +157,7 @@ impl fmt::Display for ClientError {
             ),
             Self::TooManyOutstanding => f.write_str("too many requests outstanding"),
             Self::Closed => f.write_str("the connection was closed after an Error"),
+            Self::Desync => f.write_str("internal error: the client session lost its place"),
         }
     }
 }
@@ -317,7 +321,7 @@ impl<const Q: usize> ClientSession<Q> {
             match self.state {
                 State::Idle => self.begin(byte)?,
                 State::Count(list) => {
-                    self.push_fixed(byte);
+                    self.push_fixed(byte)?;
                     if let Some(count) = self.take_fixed::<2>().map(u16::from_be_bytes) {
                         let limit = match list {
                             List::Peers => self.limits.max_peers,
@@ -340,7 +344,7 @@ impl<const Q: usize> ClientSession<Q> {
                     }
                 }
                 State::Entries { list, remaining } => {
-                    self.push_fixed(byte);
+                    self.push_fixed(byte)?;
                     let event = match list {
                         List::Peers => match self.take_fixed::<{ PeerAddr::WIRE_LEN }>() {
                             Some(bytes) => PeerAddr::parse(&bytes).map(ClientEvent::Peer),
@@ -357,7 +361,7 @@ impl<const Q: usize> ClientSession<Q> {
                     return Ok(self.step(consumed, event, completed));
                 }
                 State::Digests { next, remaining } => {
-                    self.push_fixed(byte);
+                    self.push_fixed(byte)?;
                     if let Some(bytes) = self.take_fixed::<DIGEST_LEN>() {
                         let remaining = remaining.saturating_sub(1);
                         self.state = State::Digests {
@@ -373,7 +377,7 @@ impl<const Q: usize> ClientSession<Q> {
                     }
                 }
                 State::FileSize => {
-                    self.push_fixed(byte);
+                    self.push_fixed(byte)?;
                     if let Some(size) = self.take_fixed::<4>().map(u32::from_be_bytes) {
                         let completed = self.finish();
                         self.learn_file_size(size);
@@ -494,10 +498,8 @@ impl<const Q: usize> ClientSession<Q> {
         }
     }
 
-    fn push_fixed(&mut self, byte: u8) {
-        if self.fixed.push(byte).is_err() {
-            self.fixed.clear();
-        }
+    fn push_fixed(&mut self, byte: u8) -> Result<(), ClientError> {
+        self.fixed.push(byte).map_err(|_| ClientError::Desync)
     }
 
     /// The `N` bytes read so far, once there are `N`, leaving the buffer empty.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2p_core::client::{ClientEvent, ClientLimits, ClientSession};
+use p2p_core::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
 use p2p_core::wire::Request;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
     for piece in stream.chunks(chunk) {
         let mut at = 0;
         while at < piece.len() {
-            let Ok(step) = client.receive(&piece[at..]) else { return };
+            let step = match client.receive(&piece[at..]) {
+                Ok(step) => step,
+                Err(ClientError::Desync) => panic!("the session lost its place"),
+                Err(_) => return,
+            };
             assert!(step.consumed > 0 || step.event.is_some());
             at += step.consumed;
             if let Some(ClientEvent::BlockData { offset, data }) = step.event {
