@@ -280,6 +280,19 @@ impl<const K: usize> Conn<K> {
         }
     }
 
+    /// When the block lag next acts on this connection: it starts lagging (its blocks are
+    /// offered to the others), or, lagging, makes way for a waiting peer. `None` while no
+    /// Block Request is outstanding.
+    fn lag_deadline(&self, lag: Duration) -> Option<Instant> {
+        (self.open && self.block_requests() > 0).then(|| {
+            if self.lagging {
+                self.since + lag + lag
+            } else {
+                self.since + lag
+            }
+        })
+    }
+
     fn block_requests(&self) -> usize {
         self.asked
             .iter()
@@ -616,8 +629,10 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             }
             // A connection that lags twice the block lag (a retransmission timeout, most
             // likely) makes way for a waiting peer; not a failure either.
-            let lag = self.config.block_lag;
-            if conn.lagging && waiting_peer && !conn.close && now >= conn.since + lag + lag {
+            let lagged_out = conn
+                .lag_deadline(self.config.block_lag)
+                .is_some_and(|at| now >= at);
+            if conn.lagging && waiting_peer && !conn.close && lagged_out {
                 conn.close = true;
                 continue;
             }
@@ -642,12 +657,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
     fn release_lagging(&mut self, now: Instant) {
         let lag = self.config.block_lag;
         for conn in self.conns.iter_mut().flatten() {
-            if conn.open
-                && !conn.close
-                && !conn.lagging
-                && conn.block_requests() > 0
-                && now >= conn.since + lag
-            {
+            if !conn.close && !conn.lagging && conn.lag_deadline(lag).is_some_and(|at| now >= at) {
                 conn.lagging = true;
                 for asked in &conn.asked {
                     if let Asked::Blocks(range) = asked {
@@ -692,17 +702,9 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .filter(|c| !c.close)
             .map(|conn| {
                 let stall = conn.since + self.config.stall_timeout;
-                let lag = self.config.block_lag;
-                let stall = if conn.open && conn.block_requests() > 0 {
-                    let lag_at = if conn.lagging {
-                        conn.since + lag + lag
-                    } else {
-                        conn.since + lag
-                    };
-                    stall.min(lag_at)
-                } else {
-                    stall
-                };
+                let stall = conn
+                    .lag_deadline(self.config.block_lag)
+                    .map_or(stall, |at| stall.min(at));
                 let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);
                 match (conn.open && conn.has_room() && !listing)
                     .then(|| conn.list_due(self.config.refresh))
