@@ -33,6 +33,8 @@ pub const IDLE_ROUND_END: Duration = Duration::from_millis(500);
 struct Rounds<const B: usize> {
     listed: BlockBitmap<B>,
     pending: BlockBitmap<B>,
+    /// Whether listings are filtered, as of the last publish (listings read it per range).
+    seeding: bool,
     /// When a block was last served that the round had not served before.
     progressed: Option<Instant>,
 }
@@ -52,6 +54,7 @@ impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
             rounds: RefCell::new(Rounds {
                 listed: BlockBitmap::new(),
                 pending: BlockBitmap::new(),
+                seeding: is_seeding::<S, B>(store),
                 progressed: None,
             }),
         }
@@ -61,15 +64,9 @@ impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
         Geometry::new(self.store.file_size()).block_count()
     }
 
-    /// Whether listings are filtered: the store holds every block, and they fit the bitmap.
+    /// Whether listings are filtered, as of the last [`publish`](Self::publish).
     fn seeding(&self) -> bool {
-        let count = self.block_count();
-        count > 0
-            && count <= BlockBitmap::<B>::CAPACITY
-            && u16::try_from(count - 1)
-                .ok()
-                .and_then(|last| BlockRange::new(0, last))
-                .is_some_and(|all| self.store.holds(all))
+        self.rounds.try_borrow().is_ok_and(|rounds| rounds.seeding)
     }
 
     /// Makes what was served since the last call show in listings, and starts a new round
@@ -80,10 +77,12 @@ impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
         let Ok(mut rounds) = self.rounds.try_borrow_mut() else {
             return;
         };
+        rounds.seeding = is_seeding::<S, B>(self.store);
         let Rounds {
             listed,
             pending,
             progressed,
+            ..
         } = &mut *rounds;
         let count = self.block_count().min(BlockBitmap::<B>::CAPACITY);
         let mut fresh = false;
@@ -118,6 +117,17 @@ impl<'s, S: BlockStore + ?Sized, const B: usize> SuperSeed<'s, S, B> {
                 .count() as u32
         })
     }
+}
+
+/// Whether `store` is served super-seeding: it holds every block, and they fit the bitmap.
+fn is_seeding<S: BlockStore + ?Sized, const B: usize>(store: &S) -> bool {
+    let count = Geometry::new(store.file_size()).block_count();
+    count > 0
+        && count <= BlockBitmap::<B>::CAPACITY
+        && u16::try_from(count - 1)
+            .ok()
+            .and_then(|last| BlockRange::new(0, last))
+            .is_some_and(|all| store.holds(all))
 }
 
 impl<S: BlockStore + ?Sized, const B: usize> BlockStore for SuperSeed<'_, S, B> {
