@@ -20,8 +20,8 @@ fn sixteen_nodes_all_complete_well_ahead_of_client_server() {
     let p2p = fleet(FleetConfig::default());
     assert_eq!(p2p.completed, 16, "{}", p2p.to_json());
     assert_eq!(p2p.peers_dropped, 0, "an honest fleet drops nobody");
-    // Measured 2.0 to 2.3x over seeds 1-5 (BENCHMARKS.md); the goal of 1.3 is not met yet.
-    assert!(p2p.t_over_tmin() < 3.0, "{}", p2p.to_json());
+    // Measured 1.76 to 1.77x over seeds 1-5 (BENCHMARKS.md); the goal of 1.3 is not met yet.
+    assert!(p2p.t_over_tmin() < 2.2, "{}", p2p.to_json());
     // Client-server sends all 16 copies from the seed; here the seed sends about two and the
     // nodes the rest.
     assert!(
