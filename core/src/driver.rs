@@ -286,7 +286,9 @@ fn serve(
                 socket.close()
             }
             // Nobody is reading, or nothing correct can follow: drop the connection.
-            CloseReason::IdleTimeout | CloseReason::StoreFailed => socket.abort(),
+            CloseReason::IdleTimeout | CloseReason::StoreFailed | CloseReason::Broken => {
+                socket.abort()
+            }
         }
         return Some(Ended::Session(reason));
     }

@@ -132,6 +132,9 @@ pub enum CloseReason {
     /// The held blocks make more than 32767 ranges; the Error saying so has been sent (a
     /// Block List is never cut short).
     ListTooLong,
+    /// A rule the session relies on broke (a request longer than any request, an answer
+    /// that did not fit its buffer): a bug, reported instead of sending a stream out of step.
+    Broken,
 }
 
 impl fmt::Display for CloseReason {
@@ -142,6 +145,7 @@ impl fmt::Display for CloseReason {
             Self::StoreFailed => "reading the served file failed",
             Self::NoFileYet => "no file yet",
             Self::ListTooLong => "block list too long",
+            Self::Broken => "internal error in the session",
         })
     }
 }
@@ -250,8 +254,9 @@ impl<'a> ServerSession<'a> {
             }
             consumed += 1;
             if self.partial.push(byte).is_err() {
-                // Unreachable: every request is complete at MAX_LEN bytes.
-                self.partial.clear();
+                // Every request is complete at MAX_LEN bytes, so this is a parser bug.
+                self.failed = Some(CloseReason::Broken);
+                return input.len();
             }
             match Request::parse(&self.partial) {
                 Ok(Parsed::Incomplete) => continue,
@@ -435,10 +440,9 @@ impl<'a> ServerSession<'a> {
     }
 
     fn queue(&mut self, answer: Answer) {
-        // Callers check for room first; a full queue would mean a lost answer, so fail loudly
-        // on the wire rather than silently.
+        // Callers check for room first; a full queue would mean a lost answer.
         if self.pending.push_back(answer).is_err() {
-            self.failed = Some(CloseReason::ProtocolError);
+            self.failed = Some(CloseReason::Broken);
         }
     }
 
@@ -521,13 +525,17 @@ impl<'a> ServerSession<'a> {
                 refusal,
             } => {
                 let mut text = heapless::String::<96>::new();
-                let _ = write_refusal(&mut text, start, end, refusal);
-                self.stage_reason(&text, false);
+                match write_refusal(&mut text, start, end, refusal) {
+                    Ok(()) => self.stage_reason(&text, false),
+                    Err(_) => self.failed = Some(CloseReason::Broken),
+                }
             }
             Answer::Error(error) => {
                 let mut text = heapless::String::<96>::new();
-                let _ = write!(text, "{error}; closing the connection");
-                self.stage_reason(&text, true);
+                match write!(text, "{error}; closing the connection") {
+                    Ok(()) => self.stage_reason(&text, true),
+                    Err(_) => self.failed = Some(CloseReason::Broken),
+                }
             }
             Answer::NoFileYet => self.stage_reason(NO_FILE_YET_REASON, true),
             Answer::ListTooLong => self.stage_reason(LIST_TOO_LONG_REASON, true),
@@ -536,7 +544,11 @@ impl<'a> ServerSession<'a> {
 
     /// Stages a Block Response Failure, or with `error` an Error, carrying `text`.
     fn stage_reason(&mut self, text: &str, error: bool) {
-        let reason = Reason::new(text).unwrap_or(Reason::fixed("request refused"));
+        let Ok(reason) = Reason::new(text) else {
+            // Every text here is short, non-empty and free of NULs.
+            self.failed = Some(CloseReason::Broken);
+            return;
+        };
         let header = if error {
             ResponseHeader::Error(reason)
         } else {
@@ -545,15 +557,19 @@ impl<'a> ServerSession<'a> {
         self.stage_with(|buf| header.emit(buf));
     }
 
-    /// Replaces the staged bytes with what `emit` writes.
+    /// Replaces the staged bytes with what `emit` writes. Every staged item fits
+    /// `STAGE_LEN`; one that did not would leave the stream out of step, so it ends the session.
     fn stage_with(&mut self, emit: impl FnOnce(&mut [u8]) -> Result<usize, WireError>) {
         let mut buf = [0u8; STAGE_LEN];
-        let len = emit(&mut buf).unwrap_or(0);
         self.staged.clear();
-        let _ = self
-            .staged
-            .extend_from_slice(buf.get(..len).unwrap_or_default());
         self.staged_sent = 0;
+        let staged = emit(&mut buf)
+            .ok()
+            .and_then(|len| buf.get(..len))
+            .map(|bytes| self.staged.extend_from_slice(bytes));
+        if !matches!(staged, Some(Ok(()))) {
+            self.failed = Some(CloseReason::Broken);
+        }
     }
 }
 
@@ -927,6 +943,8 @@ mod tests {
         let worst = WireError::UnexpectedType(crate::wire::MessageType::BlockResponseSuccess);
         write!(text, "{worst}; closing the connection").unwrap();
         assert!(Reason::new(&text).is_ok());
-        assert!(Reason::new(Reason::fixed("request refused").as_str()).is_ok());
+        for fixed in [NO_FILE_YET_REASON, LIST_TOO_LONG_REASON, BUSY_REASON] {
+            assert!(Reason::new(fixed).is_ok());
+        }
     }
 }

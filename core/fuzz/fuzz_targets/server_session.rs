@@ -1,10 +1,11 @@
 //! A server session fed any byte stream, cut and drained through windows the input chooses:
 //! never panics, never claims more than the space it was given, makes progress every round,
-//! and ends every run with nothing left to send or a reason to close.
+//! and ends every run with nothing left to send or a reason to close that is not a broken
+//! invariant.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2p_core::server::{ServerConfig, ServerSession};
+use p2p_core::server::{CloseReason, ServerConfig, ServerSession};
 use p2p_core::wire::PeerAddr;
 use p2p_core::{Duration, Instant, SliceStore};
 
@@ -32,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
         let space = &mut out[..(window * 3).min(64)];
         let written = session.transmit(space, now);
         assert!(written <= space.len());
-        if session.poll_timeouts(now).is_some() || (fed == stream.len() && !session.wants_transmit()) {
+        let closing = session.poll_timeouts(now);
+        assert_ne!(closing, Some(CloseReason::Broken), "a session invariant broke");
+        if closing.is_some() || (fed == stream.len() && !session.wants_transmit()) {
             return;
         }
         assert!(consumed > 0 || written > 0, "no progress in round {round}");

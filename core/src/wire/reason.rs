@@ -31,15 +31,6 @@ impl<'a> Reason<'a> {
         Ok(Self(text))
     }
 
-    /// For texts fixed in the program: one that is not a valid reason is replaced by a generic
-    /// one, so no check is left for run time. Every fixed text is covered by a test.
-    pub(crate) const fn fixed(text: &'static str) -> Reason<'static> {
-        match Reason::new(text) {
-            Ok(reason) => reason,
-            Err(_) => Reason("request refused"),
-        }
-    }
-
     /// Validates the bytes before a NUL as they arrived.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, WireError> {
         let text = core::str::from_utf8(bytes).map_err(|_| WireError::ReasonNotUtf8)?;
