@@ -11,8 +11,8 @@ use crate::geometry::{ByteSpan, Geometry};
 use crate::manifest::{DIGEST_LEN, Digest};
 use crate::ranges::BlockRange;
 use crate::wire::{
-    MAX_LIST_COUNT, MAX_REASON_LEN, MessageType, PeerAddr, RANGE_ENTRY_LEN, Reason, Request,
-    WireError, parse_range_entry,
+    MAX_LIST_COUNT, MessageType, Parsed, PeerAddr, RANGE_ENTRY_LEN, Reason, Request,
+    ResponseHeader, WireError, field, parse_range_entry,
 };
 use core::fmt;
 
@@ -162,6 +162,25 @@ impl fmt::Display for ClientError {
     }
 }
 
+/// What a whole header started. A reason's event borrows the header, so the caller makes it
+/// once the state has moved on.
+struct Started {
+    event: Option<ClientEvent<'static>>,
+    completed: Option<Request>,
+    /// Set for a Block Response Failure (`false`) or an Error (`true`).
+    reason: Option<bool>,
+}
+
+impl Started {
+    fn reason(error: bool, completed: Option<Request>) -> Self {
+        Self {
+            event: None,
+            completed,
+            reason: Some(error),
+        }
+    }
+}
+
 /// A request sent and not yet fully answered.
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {
@@ -185,8 +204,9 @@ enum List {
 enum State {
     /// Between responses: the next byte is a type.
     Idle,
-    /// Reading a list's 2-byte count.
-    Count(List),
+    /// Reading a response's header (type, count, size or reason), whose type answers the
+    /// oldest outstanding request or is an Error.
+    Header,
     /// Reading list entries.
     Entries {
         list: List,
@@ -196,15 +216,10 @@ enum State {
         offset: u32,
         remaining: u32,
     },
-    FileSize,
     /// Reading digests, of blocks `next` onwards, `remaining` of them.
     Digests {
         next: u16,
         remaining: u32,
-    },
-    /// Reading a reason text up to its NUL.
-    Text {
-        error: bool,
     },
     Closed,
 }
@@ -215,9 +230,10 @@ pub struct ClientSession<const Q: usize> {
     geometry: Option<Geometry>,
     outstanding: heapless::Deque<Outstanding, Q>,
     state: State,
-    /// The bytes of a count, entry, file size or digest read so far.
+    /// The header of the response being read, so far.
+    header: heapless::Vec<u8, { ResponseHeader::MAX_LEN }>,
+    /// The bytes of a list entry or digest read so far.
     fixed: heapless::Vec<u8, DIGEST_LEN>,
-    text: heapless::Vec<u8, MAX_REASON_LEN>,
     /// End of the previous range of the Block List Response being read.
     previous_range_end: Option<u16>,
     /// The block count the Block List Response being read is checked against.
@@ -232,8 +248,8 @@ impl<const Q: usize> ClientSession<Q> {
             geometry: None,
             outstanding: heapless::Deque::new(),
             state: State::Idle,
+            header: heapless::Vec::new(),
             fixed: heapless::Vec::new(),
-            text: heapless::Vec::new(),
             previous_range_end: None,
             list_block_count: None,
         }
@@ -319,28 +335,19 @@ impl<const Q: usize> ClientSession<Q> {
             };
             consumed += 1;
             match self.state {
-                State::Idle => self.begin(byte)?,
-                State::Count(list) => {
-                    self.push_fixed(byte)?;
-                    if let Some(count) = self.take_fixed::<2>().map(u16::from_be_bytes) {
-                        let limit = match list {
-                            List::Peers => self.limits.max_peers,
-                            List::Ranges => self.limits.max_ranges,
-                        }
-                        .min(MAX_LIST_COUNT);
-                        if count > limit {
-                            return Err(WireError::CountTooLarge { count, limit }.into());
-                        }
-                        self.state = State::Entries {
-                            list,
-                            remaining: count,
+                State::Idle | State::Header => {
+                    if matches!(self.state, State::Idle) {
+                        self.check_type(byte)?;
+                        self.header.clear();
+                        self.state = State::Header;
+                    }
+                    self.header.push(byte).map_err(|_| ClientError::Desync)?;
+                    if let Some(started) = self.start_body()? {
+                        let event = match started.reason {
+                            Some(error) => Some(self.reason_event(error)?),
+                            None => started.event,
                         };
-                        let completed = if count == 0 { self.finish() } else { None };
-                        let event = match list {
-                            List::Peers => ClientEvent::PeerCount(count),
-                            List::Ranges => ClientEvent::RangeCount(count),
-                        };
-                        return Ok(self.step(consumed, Some(event), completed));
+                        return Ok(self.step(consumed, event, started.completed));
                     }
                 }
                 State::Entries { list, remaining } => {
@@ -376,92 +383,124 @@ impl<const Q: usize> ClientSession<Q> {
                         return Ok(self.step(consumed, Some(event), completed));
                     }
                 }
-                State::FileSize => {
-                    self.push_fixed(byte)?;
-                    if let Some(size) = self.take_fixed::<4>().map(u32::from_be_bytes) {
-                        let completed = self.finish();
-                        self.learn_file_size(size);
-                        let event = ClientEvent::FileSize(size);
-                        return Ok(self.step(consumed, Some(event), completed));
-                    }
-                }
-                State::Text { error } => {
-                    if byte != 0 {
-                        self.text.push(byte).map_err(|_| WireError::ReasonTooLong)?;
-                        continue;
-                    }
-                    let completed = if error {
-                        self.state = State::Closed;
-                        None
-                    } else {
-                        self.finish()
-                    };
-                    let reason = Reason::from_bytes(&self.text)?.as_str();
-                    let event = if error {
-                        ClientEvent::Error(reason)
-                    } else {
-                        ClientEvent::BlockFailure(reason)
-                    };
-                    return Ok(Step {
-                        consumed,
-                        event: Some(event),
-                        completed,
-                    });
-                }
                 State::Data { .. } | State::Closed => {}
             }
         }
     }
 
-    /// Starts a response at its type byte.
-    fn begin(&mut self, type_byte: u8) -> Result<(), ClientError> {
+    /// Checks a response's type byte against the oldest outstanding request, before the rest
+    /// of its header arrives.
+    fn check_type(&self, type_byte: u8) -> Result<(), ClientError> {
         let kind = MessageType::from_byte(type_byte).ok_or(WireError::UnknownType(type_byte))?;
-        self.fixed.clear();
         if kind == MessageType::Error {
-            self.text.clear();
-            self.state = State::Text { error: true };
             return Ok(());
         }
         let oldest = self
             .outstanding
             .front()
-            .copied()
             .ok_or(ClientError::Unsolicited(type_byte))?;
         let expected = oldest.request.response_type();
-        self.state = match (oldest.request, kind) {
-            (_, kind) if kind == expected && kind == MessageType::BlockResponseSuccess => {
-                let span = oldest.span.ok_or(ClientError::UnexpectedBlockData)?;
-                State::Data {
+        let answers = kind == expected
+            || (kind == MessageType::BlockResponseFailure
+                && matches!(
+                    oldest.request,
+                    Request::Block { .. } | Request::Digest { .. }
+                ));
+        if !answers {
+            return Err(ClientError::UnexpectedResponse {
+                expected,
+                got: type_byte,
+            });
+        }
+        Ok(())
+    }
+
+    /// Once the header is whole, starts what follows it; `None` while the header is
+    /// incomplete, or when block data or digests follow with nothing to report yet.
+    fn start_body(&mut self) -> Result<Option<Started>, ClientError> {
+        let header = match ResponseHeader::parse(&self.header)? {
+            Parsed::Incomplete => return Ok(None),
+            Parsed::Complete { value, .. } => value,
+        };
+        let oldest = self.outstanding.front().copied();
+        let (event, completed): (ClientEvent<'static>, _) = match header {
+            ResponseHeader::PeerList { count } | ResponseHeader::BlockList { count } => {
+                let (list, limit) = match header {
+                    ResponseHeader::PeerList { .. } => (List::Peers, self.limits.max_peers),
+                    _ => (List::Ranges, self.limits.max_ranges),
+                };
+                let limit = limit.min(MAX_LIST_COUNT);
+                if count > limit {
+                    return Err(WireError::CountTooLarge { count, limit }.into());
+                }
+                if list == List::Ranges {
+                    self.previous_range_end = None;
+                    self.list_block_count = oldest.and_then(|o| o.block_count);
+                }
+                self.fixed.clear();
+                self.state = State::Entries {
+                    list,
+                    remaining: count,
+                };
+                let completed = if count == 0 { self.finish() } else { None };
+                let event = match list {
+                    List::Peers => ClientEvent::PeerCount(count),
+                    List::Ranges => ClientEvent::RangeCount(count),
+                };
+                (event, completed)
+            }
+            ResponseHeader::BlockSuccess => {
+                let span = oldest
+                    .and_then(|o| o.span)
+                    .ok_or(ClientError::UnexpectedBlockData)?;
+                self.state = State::Data {
                     offset: span.offset,
                     remaining: span.len,
-                }
+                };
+                return Ok(None);
             }
-            (Request::PeerList, MessageType::PeerListResponse) => State::Count(List::Peers),
-            (Request::BlockList, MessageType::BlockListResponse) => {
-                self.previous_range_end = None;
-                self.list_block_count = oldest.block_count;
-                State::Count(List::Ranges)
-            }
-            (Request::FileSize, MessageType::FileSizeResponse) => State::FileSize,
-            (Request::Digest { .. }, MessageType::DigestResponse) => {
-                let range = oldest.digests.ok_or(ClientError::UnexpectedBlockData)?;
-                State::Digests {
+            ResponseHeader::DigestSuccess => {
+                let range = oldest
+                    .and_then(|o| o.digests)
+                    .ok_or(ClientError::UnexpectedBlockData)?;
+                self.fixed.clear();
+                self.state = State::Digests {
                     next: range.start(),
                     remaining: range.len(),
-                }
+                };
+                return Ok(None);
             }
-            (Request::Block { .. } | Request::Digest { .. }, MessageType::BlockResponseFailure) => {
-                self.text.clear();
-                State::Text { error: false }
+            ResponseHeader::FileSize(size) => {
+                let completed = self.finish();
+                self.learn_file_size(size);
+                (ClientEvent::FileSize(size), completed)
             }
-            _ => {
-                return Err(ClientError::UnexpectedResponse {
-                    expected,
-                    got: type_byte,
-                });
+            ResponseHeader::BlockFailure(_) => {
+                let completed = self.finish();
+                return Ok(Some(Started::reason(false, completed)));
+            }
+            ResponseHeader::Error(_) => {
+                self.state = State::Closed;
+                return Ok(Some(Started::reason(true, None)));
             }
         };
-        Ok(())
+        Ok(Some(Started {
+            event: Some(event),
+            completed,
+            reason: None,
+        }))
+    }
+
+    /// The Block Response Failure (or with `error`, the Error) whose whole header was read.
+    fn reason_event(&self, error: bool) -> Result<ClientEvent<'_>, ClientError> {
+        let text_end = self.header.len().saturating_sub(1);
+        let text = self.header.get(field::REASON..text_end).unwrap_or_default();
+        let reason = Reason::from_bytes(text)?.as_str();
+        Ok(if error {
+            ClientEvent::Error(reason)
+        } else {
+            ClientEvent::BlockFailure(reason)
+        })
     }
 
     /// Without a size from the caller, the first File Size Response decoded sets it, for

@@ -194,6 +194,11 @@ fn read_u16(input: &[u8], range: core::ops::Range<usize>) -> Option<u16> {
     Some(u16::from_be_bytes(bytes))
 }
 
+fn read_u32(input: &[u8], range: core::ops::Range<usize>) -> Option<u32> {
+    let bytes: [u8; 4] = input.get(range)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
+}
+
 /// Copies `bytes` to the front of `out`, or `BufferTooSmall`.
 fn put(out: &mut [u8], bytes: &[u8]) -> Result<usize, WireError> {
     out.get_mut(..bytes.len())

@@ -1,6 +1,8 @@
 //! The fixed front of each response; list entries and block data follow it.
 
-use super::{MessageType, Reason, WireError, field, put};
+use super::{
+    MAX_REASON_LEN, MessageType, Parsed, Reason, WireError, field, put, read_u16, read_u32,
+};
 use crate::ranges::BlockRange;
 
 /// Bytes of one Block List Response entry: start and end block numbers.
@@ -33,7 +35,61 @@ pub enum ResponseHeader<'a> {
     Error(Reason<'a>),
 }
 
-impl ResponseHeader<'_> {
+impl<'a> ResponseHeader<'a> {
+    /// Longest header on the wire: a type byte, a 255-byte reason and its NUL.
+    pub const MAX_LEN: usize = field::REASON + MAX_REASON_LEN + 1;
+
+    /// Parses one header from the front of `input`; a reason is borrowed from it.
+    ///
+    /// An unknown type byte, a request's type and a reason that is empty, not UTF-8 or still
+    /// without its NUL after 255 bytes can never become a valid header: each is an error at
+    /// once. A list count is returned as sent: the receiver checks it against its own limit
+    /// (32767 at most, [`MAX_LIST_COUNT`](super::MAX_LIST_COUNT)), which names the limit in its error.
+    pub fn parse(input: &'a [u8]) -> Result<Parsed<ResponseHeader<'a>>, WireError> {
+        let Some(&type_byte) = input.get(field::TYPE) else {
+            return Ok(Parsed::Incomplete);
+        };
+        let kind = MessageType::from_byte(type_byte).ok_or(WireError::UnknownType(type_byte))?;
+        let value = match kind {
+            MessageType::PeerListResponse | MessageType::BlockListResponse => {
+                let Some(count) = read_u16(input, field::LIST_COUNT) else {
+                    return Ok(Parsed::Incomplete);
+                };
+                if kind == MessageType::PeerListResponse {
+                    Self::PeerList { count }
+                } else {
+                    Self::BlockList { count }
+                }
+            }
+            MessageType::BlockResponseSuccess => Self::BlockSuccess,
+            MessageType::DigestResponse => Self::DigestSuccess,
+            MessageType::FileSizeResponse => match read_u32(input, field::FILE_SIZE) {
+                Some(size) => Self::FileSize(size),
+                None => return Ok(Parsed::Incomplete),
+            },
+            MessageType::BlockResponseFailure | MessageType::Error => {
+                let text = input.get(field::REASON..).unwrap_or_default();
+                let Some(nul) = text.iter().position(|&byte| byte == 0) else {
+                    if text.len() > MAX_REASON_LEN {
+                        return Err(WireError::ReasonTooLong);
+                    }
+                    return Ok(Parsed::Incomplete);
+                };
+                let reason = Reason::from_bytes(text.get(..nul).unwrap_or_default())?;
+                if kind == MessageType::Error {
+                    Self::Error(reason)
+                } else {
+                    Self::BlockFailure(reason)
+                }
+            }
+            request => return Err(WireError::UnexpectedType(request)),
+        };
+        Ok(Parsed::Complete {
+            value,
+            len: value.buffer_len(),
+        })
+    }
+
     /// The type byte this header starts with.
     pub const fn message_type(&self) -> MessageType {
         match self {
@@ -128,6 +184,56 @@ mod tests {
         assert_eq!(&out[..len], b"\x06not held\0");
         let (out, len) = emitted(ResponseHeader::Error(Reason::new("bad type").unwrap()));
         assert_eq!(&out[..len], b"\x7fbad type\0");
+    }
+
+    #[test]
+    fn headers_parse_as_emitted() {
+        let reason = Reason::new("not held").unwrap();
+        for header in [
+            ResponseHeader::PeerList { count: 2 },
+            ResponseHeader::BlockList { count: 32767 },
+            ResponseHeader::BlockSuccess,
+            ResponseHeader::DigestSuccess,
+            ResponseHeader::FileSize(2500),
+            ResponseHeader::BlockFailure(reason),
+            ResponseHeader::Error(reason),
+        ] {
+            let (out, len) = emitted(header);
+            for short in 0..len {
+                assert_eq!(ResponseHeader::parse(&out[..short]), Ok(Parsed::Incomplete));
+            }
+            let parsed = ResponseHeader::parse(&out[..len + 3]);
+            assert_eq!(parsed, Ok(Parsed::Complete { value: header, len }));
+        }
+    }
+
+    #[test]
+    fn headers_that_can_never_be_valid_are_errors_at_once() {
+        assert_eq!(
+            ResponseHeader::parse(&[0x42]),
+            Err(WireError::UnknownType(0x42))
+        );
+        assert_eq!(
+            ResponseHeader::parse(&[0x04]),
+            Err(WireError::UnexpectedType(MessageType::BlockRequest))
+        );
+        assert_eq!(
+            ResponseHeader::parse(b"\x7f\0"),
+            Err(WireError::EmptyReason)
+        );
+        assert_eq!(
+            ResponseHeader::parse(b"\x06\xff\0"),
+            Err(WireError::ReasonNotUtf8)
+        );
+        let mut long = [b'x'; 257];
+        long[0] = 0x7f;
+        assert_eq!(ResponseHeader::parse(&long[..256]), Ok(Parsed::Incomplete));
+        assert_eq!(ResponseHeader::parse(&long), Err(WireError::ReasonTooLong));
+        long[256] = 0;
+        assert!(matches!(
+            ResponseHeader::parse(&long),
+            Ok(Parsed::Complete { len: 257, .. })
+        ));
     }
 
     #[test]
