@@ -204,12 +204,9 @@ impl Download<'_> {
             }
             connection.receive(&mut |event, completed| {
                 match event {
-                    Some(ClientEvent::BlockData { offset, data }) => match self.digests {
-                        Some(digests) => {
-                            self.store_verified(&mut assembly, digests, offset, data, stats)?
-                        }
-                        None => self.store(offset, data, stats)?,
-                    },
+                    Some(ClientEvent::BlockData { offset, data }) => {
+                        self.store(&mut assembly, offset, data, stats)?
+                    }
                     Some(ClientEvent::FileSize(size)) if size != expected_size => {
                         return Err(PeerError::SizeMismatch {
                             expected: expected_size,
@@ -240,13 +237,13 @@ impl Download<'_> {
         }
     }
 
-    /// Gathers block data into whole blocks; saves each block whose SHA-256 is its digest,
-    /// unless another connection saved it first. A block that does not match ends the
-    /// connection (and drops the peer).
-    fn store_verified(
+    /// Gathers block data into whole blocks and saves each one unless another connection
+    /// saved it first: the check and the write are one decision (`complete_with`), so an
+    /// endgame duplicate never overwrites a block already done. With a manifest, a block whose
+    /// SHA-256 is not its digest ends the connection (and drops the peer).
+    fn store(
         &self,
         assembly: &mut Assembly,
-        digests: &[Digest],
         mut offset: u32,
         mut data: &[u8],
         stats: &PeerStats,
@@ -258,7 +255,9 @@ impl Download<'_> {
             offset += used as u32;
             data = data.get(used..).unwrap_or_default();
             let Some(whole) = whole else { continue };
-            if digests.get(usize::from(whole.block)) != Some(&whole.digest) {
+            if let Some(digests) = self.digests
+                && digests.get(usize::from(whole.block)) != Some(&whole.digest)
+            {
                 return Err(PeerError::BadBlock(whole.block));
             }
             let span = self
@@ -284,62 +283,6 @@ impl Download<'_> {
                     .fetch_add(u64::from(span.len), Ordering::Relaxed);
             }
         }
-        Ok(())
-    }
-
-    /// Writes a piece of block data, skipping blocks another connection already finished
-    /// (the first copy wins), and marks the blocks it completes.
-    fn store(&self, offset: u32, data: &[u8], stats: &PeerStats) -> Result<(), PeerError> {
-        let block_size = u64::from(self.geometry.block_size());
-        let start = u64::from(offset);
-        let end = start + data.len() as u64;
-        let (Ok(first), Ok(last)) = (
-            u16::try_from(start / block_size),
-            u16::try_from(end.saturating_sub(1) / block_size),
-        ) else {
-            return Ok(());
-        };
-        let Some(touched) = BlockRange::new(first, last) else {
-            return Ok(());
-        };
-        for run in self.scheduler.undone_runs(touched) {
-            let run_start = (u64::from(run.start()) * block_size).max(start);
-            let run_end = ((u64::from(run.end()) + 1) * block_size).min(end);
-            let piece = data
-                .get((run_start - start) as usize..(run_end - start) as usize)
-                .unwrap_or_default();
-            if let Err(failure) = self.part.write_at(run_start as u32, piece) {
-                let error = PeerError::Io(std::io::Error::other(failure.message.clone()));
-                self.control.fail(failure);
-                return Err(error);
-            }
-        }
-        // Blocks whose last byte is in this piece are whole now (their earlier bytes came
-        // before, in the same response).
-        let file_end = u64::from(self.geometry.file_size());
-        let last_is_whole = end == ((u64::from(last) + 1) * block_size).min(file_end);
-        let last_whole = if last_is_whole {
-            Some(last)
-        } else {
-            last.checked_sub(1)
-        };
-        let Some(whole) = last_whole.and_then(|last| BlockRange::new(first, last)) else {
-            return Ok(());
-        };
-        let span_len = |range: BlockRange| {
-            self.geometry
-                .span(range)
-                .map_or(0, |span| u64::from(span.len))
-        };
-        let mut fresh_bytes = 0;
-        for run in self.scheduler.complete(whole) {
-            self.part.mark_done(run);
-            fresh_bytes += span_len(run);
-        }
-        stats.bytes.fetch_add(fresh_bytes, Ordering::Relaxed);
-        stats
-            .duplicate_bytes
-            .fetch_add(span_len(whole) - fresh_bytes, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -192,12 +192,6 @@ impl Scheduler {
         }
     }
 
-    /// The blocks of `range` not done yet, as runs.
-    pub fn undone_runs(&self, range: BlockRange) -> Vec<BlockRange> {
-        let state = self.lock();
-        runs(range, |block| !state.done.contains(block))
-    }
-
     /// Saves one verified block unless another copy already did: `write` runs under the same
     /// lock as the check, so an endgame duplicate never overwrites a block already done.
     /// Returns whether this copy was the first.
@@ -218,26 +212,6 @@ impl Scheduler {
             .map_or(0, |span| u64::from(span.len));
         self.changed.notify_all();
         Ok(true)
-    }
-
-    /// Records that the blocks of `range` arrived whole; returns the runs of them that were
-    /// not done before (first copies).
-    pub fn complete(&self, range: BlockRange) -> Vec<BlockRange> {
-        let mut state = self.lock();
-        let fresh = runs(range, |block| !state.done.contains(block));
-        for run in &fresh {
-            for block in run.start()..=run.end() {
-                state.done.insert(block);
-            }
-            state.done_bytes += self
-                .geometry
-                .span(*run)
-                .map_or(0, |span| u64::from(span.len));
-        }
-        if !fresh.is_empty() {
-            self.changed.notify_all();
-        }
-        fresh
     }
 
     /// A request was answered or abandoned: its blocks not done are free again.
@@ -398,16 +372,23 @@ mod tests {
         );
         // No third copy.
         assert_eq!(scheduler.assign(&everything, &[], 100), Assignment::Wait);
-        assert_eq!(scheduler.complete(range(2, 3)), vec![range(2, 3)]);
-        assert_eq!(
-            scheduler.undone_runs(range(0, 9)),
-            vec![range(0, 1), range(4, 9)]
-        );
-        assert_eq!(
-            scheduler.complete(range(0, 9)),
-            vec![range(0, 1), range(4, 9)]
-        );
-        assert_eq!(scheduler.complete(range(0, 9)), vec![]);
+        let mut written = Vec::new();
+        let mut complete = |blocks: std::ops::RangeInclusive<u16>| -> Vec<u16> {
+            blocks
+                .filter(|&block| {
+                    let save = || {
+                        written.push(block);
+                        Ok::<(), ()>(())
+                    };
+                    scheduler.complete_with(block, save) == Ok(true)
+                })
+                .collect()
+        };
+        assert_eq!(complete(2..=3), vec![2, 3]);
+        // The first copy wins: blocks already done are neither written nor counted again.
+        assert_eq!(complete(0..=9), vec![0, 1, 4, 5, 6, 7, 8, 9]);
+        assert!(complete(0..=9).is_empty());
+        assert_eq!(written, vec![2, 3, 0, 1, 4, 5, 6, 7, 8, 9]);
         assert!(scheduler.is_finished());
         assert_eq!(scheduler.done_bytes(), 10 * 1024);
         assert_eq!(
