@@ -1,12 +1,13 @@
 //! One TCP connection to a peer, framed by p2p-core's client session: requests go out
-//! pipelined, responses come back as events. Every wait is bounded by the stall timeout.
+//! pipelined, responses come back as events, or gathered into whole [`Answer`]s. Every wait
+//! is bounded by the stall timeout. The end-to-end tests use this same connection.
 
 use p2p_core::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
-use p2p_core::{BlockRange, Request};
+use p2p_core::{BlockRange, Digest, PeerAddr, Request};
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most requests one connection keeps outstanding.
 pub const MAX_PIPELINE: usize = 16;
@@ -92,15 +93,75 @@ impl From<ClientError> for PeerError {
 pub type EventHandler<'h> =
     dyn FnMut(Option<ClientEvent<'_>>, Option<Request>) -> Result<(), PeerError> + 'h;
 
-/// A connection to one peer.
-pub struct Connection {
+/// A whole response, gathered from its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Peers(Vec<PeerAddr>),
+    Ranges(Vec<BlockRange>),
+    Data(Vec<u8>),
+    Size(u32),
+    /// A Digest Response: the digests as sent.
+    Digests(Vec<Digest>),
+    /// A Block Response Failure's reason.
+    Failure(String),
+    /// The peer sent Error, with this reason, and closes.
+    Error(String),
+}
+
+/// Whole answers built from a session's events, in order.
+#[derive(Default)]
+struct Gathered {
+    current: Option<Answer>,
+    answers: Vec<Answer>,
+}
+
+impl Gathered {
+    fn take(&mut self, event: Option<ClientEvent<'_>>, completed: Option<Request>) {
+        match event {
+            Some(ClientEvent::PeerCount(_)) => self.current = Some(Answer::Peers(Vec::new())),
+            Some(ClientEvent::RangeCount(_)) => self.current = Some(Answer::Ranges(Vec::new())),
+            Some(ClientEvent::Peer(peer)) => {
+                if let Some(Answer::Peers(peers)) = self.current.as_mut() {
+                    peers.push(peer);
+                }
+            }
+            Some(ClientEvent::Range(range)) => {
+                if let Some(Answer::Ranges(ranges)) = self.current.as_mut() {
+                    ranges.push(range);
+                }
+            }
+            Some(ClientEvent::BlockData { data, .. }) => match self.current.as_mut() {
+                Some(Answer::Data(bytes)) => bytes.extend_from_slice(data),
+                _ => self.current = Some(Answer::Data(data.to_vec())),
+            },
+            Some(ClientEvent::Digest { digest, .. }) => match self.current.as_mut() {
+                Some(Answer::Digests(digests)) => digests.push(digest),
+                _ => self.current = Some(Answer::Digests(vec![digest])),
+            },
+            Some(ClientEvent::FileSize(size)) => self.current = Some(Answer::Size(size)),
+            Some(ClientEvent::BlockFailure(reason)) => {
+                self.current = Some(Answer::Failure(printable(reason)));
+            }
+            // Connection::receive turns an Error into PeerError::SentError.
+            Some(ClientEvent::Error(_)) | None => {}
+        }
+        if completed.is_some()
+            && let Some(answer) = self.current.take()
+        {
+            self.answers.push(answer);
+        }
+    }
+}
+
+/// A connection to one peer, with up to `Q` requests outstanding.
+pub struct Connection<const Q: usize = MAX_PIPELINE> {
     stream: TcpStream,
-    session: ClientSession<MAX_PIPELINE>,
+    session: ClientSession<Q>,
     buffer: Box<[u8]>,
     stall_timeout: Duration,
 }
 
-impl Connection {
+impl<const Q: usize> Connection<Q> {
     /// Connects within `timeout`, which also bounds every later wait for an answer.
     pub fn open(
         addr: SocketAddrV4,
@@ -129,6 +190,20 @@ impl Connection {
         self.stream.try_clone()
     }
 
+    /// The socket, to write bytes the session does not make (a test's malformed request).
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// How long any one wait for the peer may take.
+    pub fn set_stall_timeout(&mut self, timeout: Duration) -> Result<(), PeerError> {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(PeerError::Io)?;
+        self.stall_timeout = timeout;
+        Ok(())
+    }
+
     /// The file size, which block data lengths are computed from.
     pub fn set_file_size(&mut self, size: u32) {
         self.session.set_file_size(size);
@@ -138,17 +213,61 @@ impl Connection {
         self.session.outstanding()
     }
 
-    /// Sends `requests` in one write, pipelined.
-    pub fn send(&mut self, requests: &[Request]) -> Result<(), PeerError> {
-        let mut out = [0u8; Request::MAX_LEN * MAX_PIPELINE];
+    /// Encodes `requests` and records them as sent, without writing them.
+    pub fn encode(&mut self, requests: &[Request]) -> Result<Vec<u8>, PeerError> {
+        let mut bytes = vec![0u8; Request::MAX_LEN * requests.len()];
         let mut len = 0;
         for request in requests {
-            let rest = out.get_mut(len..).unwrap_or_default();
+            let rest = bytes.get_mut(len..).unwrap_or_default();
             len += self.session.send(*request, rest)?;
         }
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
+    /// Sends `requests` in one write, pipelined.
+    pub fn send(&mut self, requests: &[Request]) -> Result<(), PeerError> {
+        let bytes = self.encode(requests)?;
         self.stream
-            .write_all(out.get(..len).unwrap_or_default())
+            .write_all(&bytes)
             .map_err(|error| self.io_error(error))
+    }
+
+    /// Sends `requests` pipelined and gathers their answers (see [`gather`](Self::gather)).
+    pub fn ask(&mut self, requests: &[Request]) -> Result<Vec<Answer>, PeerError> {
+        self.send(requests)?;
+        self.gather(requests.len(), None)
+    }
+
+    /// Reads until `count` answers are whole, or until an Error arrives: that is the last
+    /// answer then. Past `deadline`, if given, the peer counts as stalled even if it trickles
+    /// bytes.
+    pub fn gather(
+        &mut self,
+        count: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Answer>, PeerError> {
+        let started = Instant::now();
+        let mut gathered = Gathered::default();
+        while gathered.answers.len() < count {
+            if let Some(deadline) = deadline
+                && Instant::now() > deadline
+            {
+                return Err(PeerError::Stalled(started.elapsed()));
+            }
+            match self.receive(&mut |event, completed| {
+                gathered.take(event, completed);
+                Ok(())
+            }) {
+                Ok(()) => {}
+                Err(PeerError::SentError(reason)) => {
+                    gathered.answers.push(Answer::Error(reason));
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(gathered.answers)
     }
 
     /// Reads once (waiting at most the stall timeout) and hands every decoded event to

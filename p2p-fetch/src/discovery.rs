@@ -2,10 +2,10 @@
 //! found peer the same, level by level, up to `--max-peers`.
 
 use crate::blockset::RangesText;
-use crate::connection::{Connection, PeerError};
+use crate::connection::{Answer, Connection, PeerError};
 use crate::exit::{ExitCode, Failure};
 use crate::log::Log;
-use p2p_core::client::{ClientEvent, ClientLimits};
+use p2p_core::client::ClientLimits;
 use p2p_core::wire::MAX_LIST_COUNT;
 use p2p_core::{BlockRange, PeerAddr, Request};
 use std::collections::HashSet;
@@ -197,32 +197,32 @@ fn ask_all(addresses: &[SocketAddrV4], timeout: Duration) -> Vec<Result<Answers,
 }
 
 /// Asks one peer everything at once, pipelined (File Size first: the session checks the
-/// Block List against it); the whole exchange must end within
-/// twice `timeout`, so a peer that trickles bytes cannot hold discovery up.
+/// Block List against it); the whole exchange must end within twice `timeout`, so a peer
+/// that trickles bytes cannot hold discovery up.
 fn ask(addr: SocketAddrV4, timeout: Duration) -> Result<Answers, PeerError> {
-    let deadline = Instant::now() + timeout * 2;
-    let mut connection = Connection::open(addr, timeout, LIMITS)?;
-    connection.send(&[Request::FileSize, Request::BlockList, Request::PeerList])?;
-    let mut answers = Answers {
-        file_size: 0,
-        ranges: Vec::new(),
-        peers: Vec::new(),
-    };
-    while connection.outstanding() > 0 {
-        if Instant::now() > deadline {
-            return Err(PeerError::Stalled(timeout * 2));
-        }
-        connection.receive(&mut |event, _completed| {
-            match event {
-                Some(ClientEvent::FileSize(size)) => answers.file_size = size,
-                Some(ClientEvent::Range(range)) => answers.ranges.push(range),
-                Some(ClientEvent::Peer(peer)) => answers.peers.push(peer),
-                _ => {}
-            }
-            Ok(())
-        })?;
+    let mut connection: Connection = Connection::open(addr, timeout, LIMITS)?;
+    let requests = [Request::FileSize, Request::BlockList, Request::PeerList];
+    connection.send(&requests)?;
+    let answers = connection.gather(requests.len(), Some(Instant::now() + timeout * 2))?;
+    match <[Answer; 3]>::try_from(answers) {
+        Ok(
+            [
+                Answer::Size(file_size),
+                Answer::Ranges(ranges),
+                Answer::Peers(peers),
+            ],
+        ) => Ok(Answers {
+            file_size,
+            ranges,
+            peers,
+        }),
+        Err(answers) => match answers.into_iter().last() {
+            Some(Answer::Error(reason)) => Err(PeerError::SentError(reason)),
+            _ => Err(PeerError::Closed { mid_response: true }),
+        },
+        // The session checks that each answer's type answers its request.
+        Ok(_) => Err(PeerError::Closed { mid_response: true }),
     }
-    Ok(answers)
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ impl Download<'_> {
         held: &BlockSet,
         stats: &PeerStats,
     ) -> Result<(), PeerError> {
-        let mut connection = Connection::open(addr, self.timeout, LIMITS)?;
+        let mut connection: Connection = Connection::open(addr, self.timeout, LIMITS)?;
         let id = connection
             .try_clone_stream()
             .map(|stream| self.control.register(stream))

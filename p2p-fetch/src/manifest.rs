@@ -93,7 +93,7 @@ fn fetch_digests(
     timeout: Duration,
 ) -> Result<Vec<Digest>, PeerError> {
     let count = Geometry::new(file_size).block_count();
-    let mut connection = Connection::open(addr, timeout, LIMITS)?;
+    let mut connection: Connection = Connection::open(addr, timeout, LIMITS)?;
     connection.set_file_size(file_size);
     let mut digests = Vec::with_capacity(count as usize);
     let mut requested = 0;

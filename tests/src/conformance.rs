@@ -2,7 +2,7 @@
 //! host-sim on a TAP device (`tests/host_sim.rs`) and against p2p-core's embedded-io adapter on
 //! loopback (`tests/io_adapter.rs`). Each names the server setup it expects.
 
-use crate::{Answer, Conn, SAMPLE, pipelined_sample_blocks};
+use crate::{Answer, SAMPLE, ask_byte_by_byte, closed_by_server, connect, pipelined_sample_blocks};
 use p2p_core::BlockRange;
 use p2p_core::wire::{PeerAddr, Request};
 use std::io::Write;
@@ -15,7 +15,7 @@ fn range(start: u16, end: u16) -> BlockRange {
 /// Every message type, answered. The server serves [`SAMPLE`] holding blocks `0-99,200-292`
 /// and lists the peers 10.0.0.3 and 10.0.0.4:9000.
 pub fn every_message_is_answered(addr: SocketAddr) {
-    let mut conn = Conn::connect(addr).expect("connect");
+    let mut conn = connect(addr).expect("connect");
     conn.set_file_size(SAMPLE.len() as u32);
     let answers = conn
         .ask(&[
@@ -52,14 +52,14 @@ pub fn every_message_is_answered(addr: SocketAddr) {
 /// Requests split byte by byte, then pipelined, answered in order. The server serves all of
 /// [`SAMPLE`].
 pub fn requests_split_byte_by_byte_and_pipelined(addr: SocketAddr) {
-    let mut conn = Conn::connect(addr).expect("connect");
+    let mut conn = connect(addr).expect("connect");
     conn.set_file_size(SAMPLE.len() as u32);
     let requests = [
         Request::FileSize,
         Request::Block { start: 1, end: 1 },
         Request::BlockList,
     ];
-    let answers = conn.ask_byte_by_byte(&requests).expect("answers");
+    let answers = ask_byte_by_byte(&mut conn, &requests).expect("answers");
     assert_eq!(
         answers,
         [
@@ -77,7 +77,7 @@ pub fn requests_split_byte_by_byte_and_pipelined(addr: SocketAddr) {
 /// Refused Block Requests leave the connection usable; an unknown type or a response type
 /// gets an Error and a close. The server serves [`SAMPLE`] holding blocks `0-9`.
 pub fn malformed_input_gets_failure_or_error(addr: SocketAddr) {
-    let mut conn = Conn::connect(addr).expect("connect");
+    let mut conn = connect(addr).expect("connect");
     conn.set_file_size(SAMPLE.len() as u32);
     let answers = conn
         .ask(&[
@@ -99,21 +99,25 @@ pub fn malformed_input_gets_failure_or_error(addr: SocketAddr) {
     );
     // An unknown type: the request before it is answered, then Error, then close.
     conn.encode(&[Request::FileSize]).expect("encode");
-    conn.stream.write_all(&[0x07, 0x42, 0x07]).expect("write");
-    let answers = conn.read_answers(2).expect("answers");
+    conn.stream_mut()
+        .write_all(&[0x07, 0x42, 0x07])
+        .expect("write");
+    let answers = conn.gather(2, None).expect("answers");
     assert_eq!(answers[0], Answer::Size(300_000));
     assert_eq!(
         answers[1],
         Answer::Error("unknown message type 0x42; closing the connection".into())
     );
-    assert!(conn.closed_by_server());
+    assert!(closed_by_server(&mut conn));
     // A response type sent to the server is refused the same way.
-    let mut conn = Conn::connect(addr).expect("connect");
-    conn.stream.write_all(&[0x08, 0, 0, 0, 1]).expect("write");
-    let answers = conn.read_answers(1).expect("answers");
+    let mut conn = connect(addr).expect("connect");
+    conn.stream_mut()
+        .write_all(&[0x08, 0, 0, 0, 1])
+        .expect("write");
+    let answers = conn.gather(1, None).expect("answers");
     assert!(
         matches!(&answers[0], Answer::Error(text) if text.contains("0x08")),
         "{answers:?}"
     );
-    assert!(conn.closed_by_server());
+    assert!(closed_by_server(&mut conn));
 }

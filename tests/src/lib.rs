@@ -1,15 +1,15 @@
 //! Helpers for the end-to-end tests: test networks that skip (or, under CI, fail) where they
-//! cannot be made, the project's binaries, and a small protocol client on p2p-core's
-//! `ClientSession` over kernel TCP.
+//! cannot be made, the project's binaries, and the protocol client: p2p-fetch's own
+//! `Connection` over kernel TCP.
 
 pub mod conformance;
 
-use p2p_core::BlockRange;
-use p2p_core::client::{ClientEvent, ClientLimits, ClientSession};
-use p2p_core::wire::{PeerAddr, Request};
+use p2p_core::client::ClientLimits;
+use p2p_core::wire::Request;
+pub use p2p_fetch::connection::{Answer, Connection, PeerError};
 pub use p2p_testnet::TestNet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -177,141 +177,35 @@ pub fn cpu_share<T>(pid: u32, work: impl FnOnce() -> T) -> (f64, T) {
     (used / started.elapsed().as_secs_f64(), result)
 }
 
-/// A whole decoded response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Peers(Vec<PeerAddr>),
-    Ranges(Vec<BlockRange>),
-    Data(Vec<u8>),
-    Size(u32),
-    /// A Digest Response: the digests as sent.
-    Digests(Vec<p2p_core::Digest>),
-    Failure(String),
-    /// The server sent Error and closes.
-    Error(String),
+/// The tests' protocol connection: p2p-fetch's, with room for long pipelines.
+pub type Conn = Connection<256>;
+
+/// Connects within 5 s; every later wait for an answer is bounded by 20 s.
+pub fn connect(addr: SocketAddr) -> Result<Conn, PeerError> {
+    let SocketAddr::V4(addr) = addr else {
+        return Err(PeerError::Connect(std::io::Error::other("IPv4 only")));
+    };
+    let mut conn = Conn::open(addr, Duration::from_secs(5), ClientLimits::default())?;
+    conn.set_stall_timeout(Duration::from_secs(20))?;
+    Ok(conn)
 }
 
-/// A protocol connection over kernel TCP, every read bounded by a timeout.
-pub struct Conn {
-    pub stream: TcpStream,
-    session: ClientSession<256>,
+/// As [`Connection::ask`], writing one byte at a time with a pause after each, so every byte reaches the
+/// server in a TCP segment of its own.
+pub fn ask_byte_by_byte(conn: &mut Conn, requests: &[Request]) -> Result<Vec<Answer>, PeerError> {
+    for byte in conn.encode(requests)? {
+        conn.stream_mut()
+            .write_all(&[byte])
+            .map_err(PeerError::Io)?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    conn.gather(requests.len(), None)
 }
 
-impl Conn {
-    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            session: ClientSession::new(ClientLimits::default()),
-        })
-    }
-
-    /// Sends `requests` in one write (pipelined) and reads every answer.
-    pub fn ask(&mut self, requests: &[Request]) -> std::io::Result<Vec<Answer>> {
-        let bytes = self.encode(requests)?;
-        self.stream.write_all(&bytes)?;
-        self.read_answers(requests.len())
-    }
-
-    /// As [`ask`](Self::ask), writing one byte at a time with a pause after each, so every byte
-    /// reaches the server in a TCP segment of its own.
-    pub fn ask_byte_by_byte(&mut self, requests: &[Request]) -> std::io::Result<Vec<Answer>> {
-        for byte in self.encode(requests)? {
-            self.stream.write_all(&[byte])?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.read_answers(requests.len())
-    }
-
-    /// Encodes `requests` and records them as sent, without writing them.
-    pub fn encode(&mut self, requests: &[Request]) -> std::io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        for request in requests {
-            let mut buf = [0u8; Request::MAX_LEN];
-            let len = self
-                .session
-                .send(*request, &mut buf)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            bytes.extend_from_slice(&buf[..len]);
-        }
-        Ok(bytes)
-    }
-
-    pub fn set_file_size(&mut self, size: u32) {
-        self.session.set_file_size(size);
-    }
-
-    /// Reads until `count` answers are complete, or an Error arrives.
-    pub fn read_answers(&mut self, count: usize) -> std::io::Result<Vec<Answer>> {
-        let mut answers = Vec::new();
-        let mut current: Option<Answer> = None;
-        let mut buf = vec![0u8; 64 * 1024];
-        while answers.len() < count {
-            let len = self.stream.read(&mut buf)?;
-            if len == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "closed after {} of {count} answers: {answers:?}",
-                        answers.len()
-                    ),
-                ));
-            }
-            let mut at = 0;
-            while at < len {
-                let step = self
-                    .session
-                    .receive(&buf[at..len])
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                at += step.consumed;
-                match step.event {
-                    Some(ClientEvent::PeerCount(_)) => current = Some(Answer::Peers(Vec::new())),
-                    Some(ClientEvent::Peer(peer)) => {
-                        if let Some(Answer::Peers(peers)) = current.as_mut() {
-                            peers.push(peer);
-                        }
-                    }
-                    Some(ClientEvent::RangeCount(_)) => current = Some(Answer::Ranges(Vec::new())),
-                    Some(ClientEvent::Range(range)) => {
-                        if let Some(Answer::Ranges(ranges)) = current.as_mut() {
-                            ranges.push(range);
-                        }
-                    }
-                    Some(ClientEvent::BlockData { data, .. }) => match current.as_mut() {
-                        Some(Answer::Data(bytes)) => bytes.extend_from_slice(data),
-                        _ => current = Some(Answer::Data(data.to_vec())),
-                    },
-                    Some(ClientEvent::FileSize(size)) => current = Some(Answer::Size(size)),
-                    Some(ClientEvent::Digest { digest, .. }) => match current.as_mut() {
-                        Some(Answer::Digests(digests)) => digests.push(digest),
-                        _ => current = Some(Answer::Digests(vec![digest])),
-                    },
-                    Some(ClientEvent::BlockFailure(reason)) => {
-                        current = Some(Answer::Failure(reason.into()))
-                    }
-                    Some(ClientEvent::Error(reason)) => {
-                        answers.push(Answer::Error(reason.into()));
-                        return Ok(answers);
-                    }
-                    None => {}
-                }
-                if step.completed.is_some()
-                    && let Some(answer) = current.take()
-                {
-                    answers.push(answer);
-                }
-            }
-        }
-        Ok(answers)
-    }
-
-    /// Whether the server has closed the connection (EOF within the read timeout).
-    pub fn closed_by_server(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
-    }
+/// Whether the server has closed the connection (EOF within the read timeout).
+pub fn closed_by_server(conn: &mut Conn) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(conn.stream_mut().read(&mut byte), Ok(0) | Err(_))
 }
 
 /// A build of the QEMU board's firmware.
@@ -440,7 +334,7 @@ pub fn wait_until_answering(net: &TestNet, addr: SocketAddr, limit: Duration) {
         .run_inside(move || {
             let deadline = Instant::now() + limit;
             while Instant::now() < deadline {
-                if let Ok(mut conn) = Conn::connect(addr)
+                if let Ok(mut conn) = connect(addr)
                     && conn.ask(&[Request::FileSize]).is_ok()
                 {
                     return true;
@@ -559,7 +453,7 @@ pub fn download_concurrently(addr: SocketAddr, clients: usize, data: &std::sync:
         .map(|_| {
             let data = std::sync::Arc::clone(data);
             std::thread::spawn(move || {
-                let mut conn = Conn::connect(addr).expect("connect");
+                let mut conn = connect(addr).expect("connect");
                 conn.set_file_size(u32::try_from(data.len()).expect("file under 4 GiB"));
                 conn.ask(&[whole_file(data.len())]).expect("download")
                     == [Answer::Data(data.to_vec())]

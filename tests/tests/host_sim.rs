@@ -5,7 +5,7 @@
 
 use p2p_core::wire::Request;
 use p2p_tests::{
-    Answer, Conn, SAMPLE, Scratch, binary, conformance, cpu_share, download_concurrently,
+    Answer, Conn, SAMPLE, Scratch, binary, conformance, connect, cpu_share, download_concurrently,
     start_host_sim, test_net, whole_file,
 };
 use std::io::Write;
@@ -72,8 +72,7 @@ fn three_hundred_sequential_connections_leak_nothing() {
     let (_, addr) = start_host_sim(&mut net, 0, &["--max-connections", "4"]);
     net.run_inside(move || {
         for round in 0..300 {
-            let mut conn =
-                Conn::connect(addr).unwrap_or_else(|e| panic!("connection {round}: {e}"));
+            let mut conn = connect(addr).unwrap_or_else(|e| panic!("connection {round}: {e}"));
             assert_eq!(
                 conn.ask(&[Request::FileSize]).expect("answer"),
                 [Answer::Size(300_000)],
@@ -81,9 +80,7 @@ fn three_hundred_sequential_connections_leak_nothing() {
             );
         }
         // Every socket came back: the full number of connections can still be served at once.
-        let mut open: Vec<Conn> = (0..4)
-            .map(|_| Conn::connect(addr).expect("connect"))
-            .collect();
+        let mut open: Vec<Conn> = (0..4).map(|_| connect(addr).expect("connect")).collect();
         for conn in &mut open {
             assert_eq!(
                 conn.ask(&[Request::FileSize]).expect("answer"),
@@ -99,13 +96,13 @@ fn a_silent_half_request_does_not_delay_others() {
     let Some(mut net) = test_net(1) else { return };
     let (_, addr) = start_host_sim(&mut net, 0, &[]);
     net.run_inside(move || {
-        let mut silent = Conn::connect(addr).expect("connect");
+        let mut silent = connect(addr).expect("connect");
         silent
-            .stream
+            .stream_mut()
             .write_all(&[0x04, 0x00])
             .expect("half a request");
         let started = Instant::now();
-        let mut other = Conn::connect(addr).expect("connect");
+        let mut other = connect(addr).expect("connect");
         other.set_file_size(SAMPLE.len() as u32);
         assert_eq!(
             other.ask(&[whole_file(SAMPLE.len())]).expect("download"),
@@ -139,8 +136,8 @@ fn one_mib_survives_drop_and_corruption() {
         ],
     );
     net.run_inside(move || {
-        let mut conn = Conn::connect(addr).expect("connect");
-        conn.stream
+        let mut conn = connect(addr).expect("connect");
+        conn.stream_mut()
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
         conn.set_file_size(data.len() as u32);
@@ -213,7 +210,7 @@ fn host_sim_sleeps_when_idle_and_while_shaped() {
     let started = Instant::now();
     let (shaped, answers) = cpu_share(pid, || {
         net.run_inside(move || {
-            let mut conn = Conn::connect(addr).expect("connect");
+            let mut conn = connect(addr).expect("connect");
             conn.set_file_size(data.len() as u32);
             let answers = conn
                 .ask(&[whole_file(data.len())])

@@ -3,8 +3,8 @@
 
 use p2p_core::wire::Request;
 use p2p_tests::{
-    Answer, Conn, Firmware, SAMPLE, Scratch, TestNet, download_concurrently, qemu_available,
-    start_board, start_host_sim, test_net, whole_file,
+    Answer, Conn, Firmware, PeerError, SAMPLE, Scratch, TestNet, connect, download_concurrently,
+    qemu_available, start_board, start_host_sim, test_net, whole_file,
 };
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
@@ -21,9 +21,9 @@ enum Outcome {
 /// One client: the whole sample, checked byte for byte; anything but served or cleanly
 /// refused (a wrong answer, a hang past the read timeout) is a failure.
 fn one_client(addr: SocketAddr) -> Result<Outcome, String> {
-    let mut conn = match Conn::connect(addr) {
+    let mut conn = match connect(addr) {
         Ok(conn) => conn,
-        Err(e)
+        Err(PeerError::Connect(e))
             if matches!(
                 e.kind(),
                 ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
@@ -48,14 +48,8 @@ fn one_client(addr: SocketAddr) -> Result<Outcome, String> {
             Ok(Outcome::Refused)
         }
         Ok(answers) => Err(format!("wrong answers: {:?}", answers.first())),
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
-            ) =>
-        {
-            Ok(Outcome::Refused)
-        }
+        Err(PeerError::Io(e)) if e.kind() == ErrorKind::ConnectionReset => Ok(Outcome::Refused),
+        Err(PeerError::Closed { .. }) => Ok(Outcome::Refused),
         Err(e) => Err(format!("{e}")),
     }
 }
@@ -113,12 +107,12 @@ fn slow_readers_do_not_stop_others() {
         let slow: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || {
-                    let mut conn = Conn::connect(addr).expect("connect");
+                    let mut conn = connect(addr).expect("connect");
                     let bytes = conn.encode(&[whole_file(4 << 20)]).expect("encode");
-                    std::io::Write::write_all(&mut conn.stream, &bytes).expect("write");
+                    std::io::Write::write_all(&mut conn.stream_mut(), &bytes).expect("write");
                     let mut byte = [0u8; 1];
                     for _ in 0..6 {
-                        let _ = conn.stream.read(&mut byte);
+                        let _ = conn.stream_mut().read(&mut byte);
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 })
@@ -240,7 +234,7 @@ fn all_served_again(net: &TestNet, addr: SocketAddr, limit: usize) {
 fn connect_when_free(addr: SocketAddr) -> Conn {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut conn = Conn::connect(addr).expect("connect");
+        let mut conn = connect(addr).expect("connect");
         conn.set_file_size(SAMPLE.len() as u32);
         match conn
             .ask(&[Request::FileSize])

@@ -3,9 +3,9 @@
 
 use p2p_core::wire::{PeerAddr, Request};
 use p2p_tests::{
-    Answer, Conn, Firmware, SAMPLE, Scratch, boot_board, boot_board_with_monitor,
-    download_concurrently, fetch_exactly, p2p_fetch, pipelined_sample_blocks, qemu_available,
-    start_board, start_host_sim, test_net,
+    Answer, Conn, Firmware, SAMPLE, Scratch, ask_byte_by_byte, boot_board, boot_board_with_monitor,
+    closed_by_server, connect, download_concurrently, fetch_exactly, p2p_fetch,
+    pipelined_sample_blocks, qemu_available, start_board, start_host_sim, test_net,
 };
 use std::io::Write;
 use std::time::Duration;
@@ -54,7 +54,7 @@ fn a_mixed_swarm_of_the_board_and_two_host_sims_gives_the_whole_file() {
     );
     let listed = net
         .run_inside(move || {
-            Conn::connect(addr)
+            connect(addr)
                 .expect("connect")
                 .ask(&[Request::PeerList])
                 .expect("peers")
@@ -91,12 +91,15 @@ fn the_board_answers_pipelined_split_and_malformed_requests() {
         &scratch.0.join("board.defmt"),
     );
     net.run_inside(move || {
-        let mut conn = Conn::connect(addr).expect("connect");
+        let mut conn = connect(addr).expect("connect");
         conn.set_file_size(SAMPLE.len() as u32);
         // Split byte by byte.
         assert_eq!(
-            conn.ask_byte_by_byte(&[Request::FileSize, Request::Block { start: 3, end: 3 }])
-                .expect("answers"),
+            ask_byte_by_byte(
+                &mut conn,
+                &[Request::FileSize, Request::Block { start: 3, end: 3 }]
+            )
+            .expect("answers"),
             [
                 Answer::Size(300_000),
                 Answer::Data(SAMPLE[3072..4096].to_vec())
@@ -122,15 +125,15 @@ fn the_board_answers_pipelined_split_and_malformed_requests() {
                 Answer::Size(300_000),
             ]
         );
-        conn.stream.write_all(&[0x99]).expect("write");
-        let answers = conn.read_answers(1).expect("error");
+        conn.stream_mut().write_all(&[0x99]).expect("write");
+        let answers = conn.gather(1, None).expect("error");
         assert_eq!(
             answers,
             [Answer::Error(
                 "unknown message type 0x99; closing the connection".into()
             )]
         );
-        assert!(conn.closed_by_server());
+        assert!(closed_by_server(&mut conn));
     })
     .expect("inside");
 }
@@ -152,16 +155,14 @@ fn the_board_serves_four_at_once_refuses_a_fifth_and_survives_churn() {
     net.run_inside(move || {
         download_concurrently(addr, 4, &std::sync::Arc::new(SAMPLE.to_vec()));
         // Four held open: a fifth is told the board is busy.
-        let mut held: Vec<Conn> = (0..4)
-            .map(|_| Conn::connect(addr).expect("connect"))
-            .collect();
+        let mut held: Vec<Conn> = (0..4).map(|_| connect(addr).expect("connect")).collect();
         for conn in &mut held {
             assert_eq!(
                 conn.ask(&[Request::FileSize]).expect("answer"),
                 [Answer::Size(300_000)]
             );
         }
-        let mut fifth = Conn::connect(addr).expect("connect");
+        let mut fifth = connect(addr).expect("connect");
         let answers = fifth.ask(&[Request::FileSize]).expect("busy answer");
         assert_eq!(
             answers,
@@ -173,8 +174,7 @@ fn the_board_serves_four_at_once_refuses_a_fifth_and_survives_churn() {
         drop(fifth);
         std::thread::sleep(Duration::from_millis(1500));
         for round in 0..100 {
-            let mut conn =
-                Conn::connect(addr).unwrap_or_else(|e| panic!("connection {round}: {e}"));
+            let mut conn = connect(addr).unwrap_or_else(|e| panic!("connection {round}: {e}"));
             assert_eq!(
                 conn.ask(&[Request::FileSize]).expect("answer"),
                 [Answer::Size(300_000)],

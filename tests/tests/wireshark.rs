@@ -3,7 +3,7 @@
 //! across many TCP segments.
 
 use p2p_core::wire::Request;
-use p2p_tests::{Answer, Conn, Scratch, start_host_sim, test_net};
+use p2p_tests::{Answer, Scratch, connect, start_host_sim, test_net};
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
@@ -43,7 +43,7 @@ fn tshark_decodes_every_message_of_a_captured_session() {
         ],
     );
     net.run_inside(move || {
-        let mut conn = Conn::connect(addr).expect("connect");
+        let mut conn = connect(addr).expect("connect");
         conn.set_file_size(300_000);
         conn.ask(&[Request::FileSize]).expect("size");
         conn.ask(&[Request::PeerList, Request::BlockList])
@@ -61,7 +61,7 @@ fn tshark_decodes_every_message_of_a_captured_session() {
             .ask(&[Request::Digest { start: 5, end: 7 }])
             .expect("digests");
         assert!(matches!(&answers[0], Answer::Digests(digests) if digests.len() == 3));
-        conn.stream.write_all(&[0x42]).expect("stray byte");
+        conn.stream_mut().write_all(&[0x42]).expect("stray byte");
         std::thread::sleep(Duration::from_millis(200));
     })
     .expect("inside");
