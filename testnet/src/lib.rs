@@ -13,6 +13,8 @@
 //! named namespace ([`run_inside`](TestNet::run_inside)): the kernel lets a multithreaded
 //! process join neither a user namespace nor, without root, a network namespace.
 
+pub mod harness;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs::File;

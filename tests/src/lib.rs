@@ -7,7 +7,7 @@ pub mod conformance;
 use p2p_core::client::ClientLimits;
 use p2p_core::wire::Request;
 pub use p2p_fetch::connection::{Answer, Connection, PeerError};
-pub use p2p_testnet::TestNet;
+pub use p2p_testnet::{TestNet, harness};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,15 +84,12 @@ impl Drop for Scratch {
 /// Starts host-sim on TAP `tap` of `net` as 10.0.0.(tap + 2) with `extra` arguments, and
 /// waits until it answers a File Size Request. Returns its process index in `net` and address.
 pub fn start_host_sim(net: &mut TestNet, tap: usize, extra: &[&str]) -> (usize, SocketAddr) {
-    let ip = TestNet::host_addr(tap);
-    let mut command = net.command(binary("host-sim").to_str().expect("utf-8 path"));
-    command
-        .args(["--tap", &TestNet::tap(tap), "--ip", &format!("{ip}/24")])
-        .args(extra)
-        .env("RUST_LOG", "warn");
-    let index = net.spawn(&mut command).expect("start host-sim");
-    let addr: SocketAddr = format!("{ip}:8888").parse().expect("address");
-    wait_until_answering(net, addr, Duration::from_secs(20));
+    let mut command = net.host_sim(&binary("host-sim"), tap);
+    command.args(extra);
+    let addr = harness::host_sim_addr(tap);
+    let (index, _) = net
+        .start_server(&mut command, addr, Duration::from_secs(20))
+        .expect("start host-sim");
     (index, addr)
 }
 
@@ -107,10 +104,8 @@ pub fn start_filling_node(
     sources: &[&str],
     log: &std::path::Path,
 ) -> usize {
-    let ip = TestNet::host_addr(tap);
-    let mut command = net.command(binary("host-sim").to_str().expect("utf-8 path"));
+    let mut command = net.host_sim(&binary("host-sim"), tap);
     command
-        .args(["--tap", &TestNet::tap(tap), "--ip", &format!("{ip}/24")])
         .args(["--manifest", manifest])
         .arg("--store")
         .arg(store)
@@ -157,24 +152,8 @@ pub fn wait_for_log(
 }
 
 /// CPU time process `pid` used while `work` ran, as a share of one core, with `work`'s result.
-/// Reads /proc; times there are in USER_HZ, which Linux fixes at 100 per second.
 pub fn cpu_share<T>(pid: u32, work: impl FnOnce() -> T) -> (f64, T) {
-    let ticks = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .expect("stat format")
-            .1
-            .split_whitespace()
-            .collect();
-        let field = |i: usize| fields[i].parse::<u64>().expect("tick count");
-        field(11) + field(12)
-    };
-    let (before, started) = (ticks(), Instant::now());
-    let result = work();
-    let used = (ticks() - before) as f64 / 100.0;
-    (used / started.elapsed().as_secs_f64(), result)
+    harness::cpu_share(pid, work).expect("CPU time from /proc")
 }
 
 /// The tests' protocol connection: p2p-fetch's, with room for long pipelines.
@@ -293,9 +272,11 @@ pub fn start_board(
     firmware: Firmware,
     log: &std::path::Path,
 ) -> (usize, SocketAddr) {
-    let index = boot_board(net, tap, mac_byte, firmware, log);
-    let addr: SocketAddr = format!("10.0.0.{mac_byte}:8888").parse().expect("address");
-    wait_until_answering(net, addr, Duration::from_secs(30));
+    let mut command = board_command(net, tap, mac_byte, firmware, log, None);
+    let addr = harness::board_addr(mac_byte);
+    let (index, _) = net
+        .start_server(&mut command, addr, Duration::from_secs(30))
+        .expect("boot the board");
     (index, addr)
 }
 
@@ -321,30 +302,29 @@ pub fn boot_board_with_monitor(
     log: &std::path::Path,
     monitor: Option<&std::path::Path>,
 ) -> usize {
+    let mut command = board_command(net, tap, mac_byte, firmware, log, monitor);
+    net.spawn(&mut command).expect("start qemu")
+}
+
+fn board_command(
+    net: &TestNet,
+    tap: usize,
+    mac_byte: u8,
+    firmware: Firmware,
+    log: &std::path::Path,
+    monitor: Option<&std::path::Path>,
+) -> Command {
     let log_file = std::fs::File::create(log).expect("board log file");
     let mut command = net.qemu_board_with_monitor(tap, mac_byte, &firmware.elf(), monitor);
     command.stdout(log_file);
-    net.spawn(&mut command).expect("start qemu")
+    command
 }
 
 /// Waits until `addr` answers a File Size Request (not just accepts: QEMU's user networking
 /// accepts before the guest listens).
 pub fn wait_until_answering(net: &TestNet, addr: SocketAddr, limit: Duration) {
-    let ready = net
-        .run_inside(move || {
-            let deadline = Instant::now() + limit;
-            while Instant::now() < deadline {
-                if let Ok(mut conn) = connect(addr)
-                    && conn.ask(&[Request::FileSize]).is_ok()
-                {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            false
-        })
-        .expect("thread in the namespace");
-    assert!(ready, "{addr} did not answer within {limit:?}");
+    net.wait_until_answering(addr, limit)
+        .expect("the server is ready");
 }
 
 /// p2p-fetch run inside `net` against `host`, saving to `output`, with `extra` arguments.

@@ -146,14 +146,14 @@ host-sim {filling_ip} on {} starts empty: --manifest {manifest} --fetch-from {}"
     Ok(())
 }
 
-/// Waits, inside the namespace, until host-sim at `ip` accepts connections. The probe is this
-/// xtask itself run there (`wait-for-port`): a thread of ours can join the namespace only as
-/// root, a command can always.
+/// Waits, inside the namespace, until host-sim at `ip` answers a File Size Request. The probe
+/// is this xtask itself run there (`wait-until-answering`, p2p-testnet's harness): a thread of
+/// ours can join the namespace only as root, a command can always.
 pub fn wait_until_serving(net: &TestNet, ip: &str) -> Result<(), String> {
     let xtask = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
     let status = net
         .command(xtask.to_str().ok_or("xtask's path is not UTF-8")?)
-        .args(["wait-for-port", &format!("{ip}:8888")])
+        .args(["wait-until-answering", &format!("{ip}:8888")])
         .status()
         .map_err(|e| format!("cannot run the readiness probe: {e}"))?;
     if status.success() {
@@ -175,7 +175,7 @@ fn wait_for_line(path: &std::path::Path, needle: &str, limit: Duration) -> bool 
     false
 }
 
-/// `cargo xtask wait-for-port ADDR`: succeeds once ADDR accepts a TCP connection.
+/// Succeeds once ADDR accepts a TCP connection (a server that speaks no p2p-blocks, as nginx).
 pub fn wait_for_port(addr: std::net::SocketAddr, seconds: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use std::time::Duration;
 
 mod bench;
 mod check;
@@ -29,9 +30,9 @@ enum Command {
     Firmware(firmware::FirmwareArgs),
     /// Private test networks: a network namespace with a bridge and TAP devices.
     Net(net::NetArgs),
-    /// Waits until ADDR accepts TCP connections (the demo runs this inside its namespace).
+    /// Waits until ADDR answers a File Size Request (the demo runs this inside its namespace).
     #[command(hide = true)]
-    WaitForPort {
+    WaitUntilAnswering {
         addr: std::net::SocketAddr,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
@@ -45,7 +46,11 @@ fn main() -> ExitCode {
         Command::Test(args) => check::run_all(args),
         Command::Firmware(args) => firmware::run_command(args),
         Command::Net(args) => net::run(args),
-        Command::WaitForPort { addr, seconds } => demo::wait_for_port(addr, seconds),
+        Command::WaitUntilAnswering { addr, seconds } => {
+            p2p_testnet::harness::wait_until_answering(addr, Duration::from_secs(seconds))
+                .map(|_| ())
+                .map_err(String::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

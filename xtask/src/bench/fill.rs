@@ -3,12 +3,12 @@
 //! filling, against the same board serving the file it filled.
 
 use super::{
-    Rows, best_of, connect_retrying_for, ensure_defmt_print, read_exactly, whole_file, write_file,
+    BOARD_MAC, READY_LIMIT, Rows, best_of, connect_retrying_for, ensure_defmt_print, read_exactly,
+    whole_file, write_file,
 };
 use crate::run::{ScratchDir, cargo, root, run};
-use p2p_testnet::TestNet;
+use p2p_testnet::{TestNet, harness};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ fn board_sha256() -> Result<Rows, String> {
     let scratch = ScratchDir::new("sha256-bench")?;
     let log = scratch.join("board.defmt");
     let mut net = TestNet::new(1).map_err(|e| e.to_string())?;
-    let mut command = net.qemu_board(0, 0x10, &elf);
+    let mut command = net.qemu_board(0, BOARD_MAC, &elf);
     command
         .args(["-icount", "shift=0"])
         .stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?);
@@ -92,20 +92,13 @@ fn start_source(
     file: &Path,
     peer: Option<String>,
 ) -> Result<(), String> {
-    let mut command = net.command(host_sim.to_str().unwrap_or("host-sim"));
-    command
-        .args(["--tap", &TestNet::tap(tap)])
-        .args(["--ip", &format!("{}/24", TestNet::host_addr(tap))])
-        .arg("--file")
-        .arg(file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
+    let mut command = net.host_sim(host_sim, tap);
+    command.arg("--file").arg(file).stdout(Stdio::null());
     if let Some(peer) = peer {
         command.args(["--peer", &peer]);
     }
-    net.spawn(&mut command).map_err(|e| e.to_string())?;
-    // Hashing a large file's blocks takes a moment at start-up.
-    crate::demo::wait_until_serving(net, &TestNet::host_addr(tap))
+    net.start_server(&mut command, harness::host_sim_addr(tap), READY_LIMIT)?;
+    Ok(())
 }
 
 fn host_sim_fill() -> Result<Rows, String> {
@@ -146,10 +139,8 @@ fn host_sim_fill() -> Result<Rows, String> {
         run_number += 1;
         let store = scratch.join(format!("store-{run_number}"));
         let log = scratch.join(format!("fill-{run_number}.log"));
-        let mut command = net.command(host_sim.to_str().unwrap_or("host-sim"));
+        let mut command = net.host_sim(&host_sim, 2);
         command
-            .args(["--tap", &TestNet::tap(2)])
-            .args(["--ip", &format!("{}/24", TestNet::host_addr(2))])
             .args([
                 "--manifest",
                 &manifest,
@@ -220,7 +211,7 @@ fn board_fill() -> Result<Rows, String> {
         if let Some(index) = board.take() {
             net.kill(index);
         }
-        let mut command = net.qemu_board(2, 0x10, &elf);
+        let mut command = net.qemu_board(2, BOARD_MAC, &elf);
         command.stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?);
         board = Some(net.spawn(&mut command).map_err(|e| e.to_string())?);
         // The board times the fill itself, from its manifest verified to its file complete.
@@ -247,7 +238,7 @@ fn board_fill() -> Result<Rows, String> {
     let serving = best_of(|| {
         let request = request.clone();
         net.run_inside(move || -> Result<Duration, String> {
-            let addr: SocketAddr = "10.0.0.16:8888".parse().map_err(|e| format!("{e}"))?;
+            let addr = harness::board_addr(BOARD_MAC);
             let mut stream = connect_retrying_for(addr, Duration::from_secs(10))?;
             let started = Instant::now();
             stream.write_all(&request).map_err(|e| e.to_string())?;
