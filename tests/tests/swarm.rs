@@ -3,9 +3,9 @@
 
 use p2p_tests::{
     Scratch, TestNet, fetch_exactly, fetched_exactly, p2p_fetch, start_host_sim, test_net,
+    wait_for_progress,
 };
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// 5 MiB: 5120 blocks of 1 KiB.
 const FILE_LEN: usize = 5 << 20;
@@ -102,13 +102,17 @@ fn a_host_sim_killed_mid_download_leaves_the_rest_to_the_others() {
         &[&["--file", file, "--blocks", "3000-5119"][..], &slow].concat(),
     );
     let output = scratch.0.join("fetched.bin");
-    let child = fetch_from_first(&net, &output)
+    let mut child = fetch_from_first(&net, &output)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start p2p-fetch");
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for_progress(&output);
     net.kill(victim);
+    assert!(
+        child.try_wait().expect("p2p-fetch state").is_none(),
+        "the kill must land mid-download"
+    );
     let stdout = fetched_exactly(child.wait_with_output().expect("p2p-fetch"), &output, &data);
     let summary: serde_json::Value = serde_json::from_slice(&stdout).expect("JSON summary");
     // The kill came mid-download: the victim sent less than its share, the others the rest.
