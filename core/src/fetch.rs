@@ -68,10 +68,13 @@ pub struct FetchConfig {
     /// optimistic unchoke): otherwise connections stay with the first peers found, and nodes
     /// found later are never asked (64 simulated nodes: 14 served nothing).
     pub review_every: Duration,
-    /// A connection with Block Requests outstanding that receives nothing for this long lets
-    /// the other connections ask for those blocks too, and stays open: a lost segment costs
-    /// smoltcp at least its 1 s minimum retransmission timeout, which must not hold blocks
-    /// that other peers could send now. The first copy verified wins.
+    /// A connection with Block or Digest Requests outstanding that receives nothing for this
+    /// long lets the other connections ask for those blocks too (and another connection for
+    /// the rest of the manifest), and a quarter of it later makes way for a waiting peer: a
+    /// lost segment costs smoltcp at least its 1 s minimum retransmission timeout, which must
+    /// not hold blocks that other peers could send now. The first copy verified wins. A
+    /// connection not open after this long (a lost SYN, SYN-ACK or ARP reply, also retried
+    /// only after a second) makes way for a waiting peer too.
     pub block_lag: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
@@ -147,6 +150,14 @@ pub enum FetchEvent {
     },
     /// A peer refused Digest Requests or predates them; blocks may still come from it.
     NoDigests(PeerAddr),
+    /// The peer sending the manifest lagged (a lost segment waits out smoltcp's 1 s
+    /// retransmission timeout): the rest of the digests are asked of another.
+    ManifestMoved {
+        /// The peer that lagged.
+        from: PeerAddr,
+        /// The peer asked for the rest.
+        to: PeerAddr,
+    },
     /// A block matched its manifest digest and was written to the store.
     BlockVerified {
         /// The block number.
@@ -284,9 +295,13 @@ impl<const K: usize> Conn<K> {
     /// offered to the others), or, lagging, makes way for a waiting peer. `None` while no
     /// Block Request is outstanding.
     fn lag_deadline(&self, lag: Duration) -> Option<Instant> {
-        (self.open && self.block_requests() > 0).then(|| {
+        let awaits_data = self
+            .asked
+            .iter()
+            .any(|a| matches!(a, Asked::Blocks(_) | Asked::Digests));
+        (self.open && awaits_data).then(|| {
             if self.lagging {
-                self.since + lag + lag
+                self.since + lag + Duration::from_millis(lag.millis() / 4)
             } else {
                 self.since + lag
             }
@@ -314,6 +329,9 @@ enum Manifest {
         file_size: u32,
         hasher: ManifestHasher,
         requested: u32,
+        /// The digests came from more than one peer (the first source lagged): a manifest
+        /// that does not verify then names no liar, and is fetched again from the start.
+        mixed: bool,
     },
     Verified,
 }
@@ -617,6 +635,14 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .iter()
             .any(|peer| matches!(peer.state, PeerState::Idle { retry_at } if retry_at <= now));
         for conn in self.conns.iter_mut().flatten() {
+            // A connection not open after the block lag has lost its SYN, its SYN-ACK or the
+            // ARP exchange before them, each of which smoltcp retries only after a second:
+            // another peer is tried meanwhile (this one later, as after a failure).
+            let opening_lags = !conn.open && now >= conn.since + self.config.block_lag;
+            if opening_lags && waiting_peer && !conn.close {
+                conn.close = true;
+                continue;
+            }
             let idle = conn.open
                 && conn
                     .asked
@@ -649,14 +675,16 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             self.next_review = now + self.config.review_every;
             self.replace_slowest(waiting_peer);
         }
-        self.release_lagging(now);
+        self.release_lagging(now, on_event);
     }
 
     /// Offers the outstanding blocks of every connection that received nothing for the block
     /// lag to the other connections.
-    fn release_lagging(&mut self, now: Instant) {
+    fn release_lagging(&mut self, now: Instant, on_event: &mut dyn FnMut(FetchEvent)) {
         let lag = self.config.block_lag;
-        for conn in self.conns.iter_mut().flatten() {
+        let mut lagging_manifest = None;
+        for (slot, conn) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = conn.as_mut() else { continue };
             if !conn.close && !conn.lagging && conn.lag_deadline(lag).is_some_and(|at| now >= at) {
                 conn.lagging = true;
                 for asked in &conn.asked {
@@ -664,8 +692,56 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                         (range.start()..=range.end()).for_each(|b| self.in_flight.remove(b));
                     }
                 }
+                if matches!(self.manifest, Manifest::Fetching { slot: s, .. } if s == slot) {
+                    lagging_manifest = Some(slot);
+                }
             }
         }
+        if let Some(slot) = lagging_manifest {
+            self.move_manifest(slot, on_event);
+        }
+    }
+
+    /// The manifest's source on `slot` lags: the rest of the digests are asked of another
+    /// open connection whose peer claims the same size, from the first digest not yet
+    /// received (what the laggard sends later is ignored). Without one, the source keeps it.
+    fn move_manifest(&mut self, slot: usize, on_event: &mut dyn FnMut(FetchEvent)) {
+        let Manifest::Fetching {
+            file_size,
+            hasher,
+            requested,
+            ..
+        } = &self.manifest
+        else {
+            return;
+        };
+        let (file_size, received) = (*file_size, hasher.digests().min(*requested));
+        let other = self.conns.iter().enumerate().find_map(|(other, conn)| {
+            let conn = conn.as_ref().filter(|c| c.open && !c.close && !c.lagging)?;
+            let peer = self.peers.get(conn.peer).filter(|p| !p.no_digests)?;
+            (other != slot && peer.claimed_size == Some(file_size)).then_some(other)
+        });
+        let Some(other) = other else {
+            return;
+        };
+        if let Some(conn) = self.conn_mut(other) {
+            conn.session.set_file_size(file_size);
+        }
+        if let Manifest::Fetching {
+            slot: source,
+            requested,
+            mixed,
+            ..
+        } = &mut self.manifest
+        {
+            *source = other;
+            *requested = received;
+            *mixed = true;
+        }
+        on_event(FetchEvent::ManifestMoved {
+            from: self.peer_addr(slot),
+            to: self.peer_addr(other),
+        });
     }
 
     /// Closes the open connection that verified fewest blocks since the last review, when
@@ -1069,6 +1145,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             file_size: size,
             hasher: ManifestHasher::new(size),
             requested: 0,
+            mixed: false,
         };
         // An empty file's manifest is its size alone: nothing more to fetch.
         if Geometry::new(size).block_count() == 0 {
@@ -1098,13 +1175,19 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         on_event: &mut dyn FnMut(FetchEvent),
     ) {
         let Manifest::Fetching {
-            file_size, hasher, ..
+            file_size,
+            hasher,
+            mixed,
+            ..
         } = core::mem::replace(&mut self.manifest, Manifest::Unknown)
         else {
             return;
         };
         if hasher.finish() != store.manifest_digest() {
-            self.drop_peer(slot, DropReason::BadManifest, on_event);
+            // From one peer, that peer lied; from two, either did: start again.
+            if !mixed {
+                self.drop_peer(slot, DropReason::BadManifest, on_event);
+            }
             return;
         }
         match store.commit_manifest(file_size) {

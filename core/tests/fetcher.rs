@@ -34,6 +34,11 @@ enum Kind {
     NoDigests,
     /// Its digests are not the manifest's.
     WrongDigests,
+    /// Answers until it has sent this many bytes on a connection, then nothing (a lost
+    /// segment waiting out a retransmission timeout).
+    StallsAfter(usize),
+    /// Its connections never open (a lost SYN, or no ARP reply).
+    Unreachable,
 }
 
 /// A store that serves `data` but lies about it as `kind` says.
@@ -93,8 +98,8 @@ fn peers<'a>(
 /// Moves bytes between a fetcher and one server session per connection, 1 ms a round.
 struct Swarm<'a> {
     peers: &'a [(PeerAddr, PeerStore<'a>)],
-    /// Per fetcher slot: the peer index and its server session.
-    links: Vec<Option<(usize, ServerSession<'a>)>>,
+    /// Per fetcher slot: the peer index, its server session and the bytes it has sent.
+    links: Vec<Option<(usize, ServerSession<'a>, usize)>>,
     now: u64,
     events: Vec<FetchEvent>,
 }
@@ -123,20 +128,28 @@ impl<'a> Swarm<'a> {
             while let Some((slot, addr)) = fetcher.poll_connect(now) {
                 let index = peers.iter().position(|(a, _)| *a == addr).unwrap();
                 let session = ServerSession::new(ServerConfig::new(&peers[index].1, &[]), now);
-                self.links[slot] = Some((index, session));
-                fetcher.connected(slot, now);
+                self.links[slot] = Some((index, session, 0));
+                if peers[index].1.kind != Kind::Unreachable {
+                    fetcher.connected(slot, now);
+                }
             }
             for slot in 0..self.links.len() {
-                let Some((index, session)) = self.links[slot].as_mut() else {
+                let Some((index, session, sent)) = self.links[slot].as_mut() else {
                     continue;
                 };
+                let kind = peers[*index].1.kind;
                 let mut out = [0u8; 512];
                 let len = fetcher.transmit(slot, &mut out, now, store);
-                if peers[*index].1.kind != Kind::Silent {
+                if !matches!(kind, Kind::Silent | Kind::Unreachable) {
                     let used = session.receive(&out[..len], now, &mut |_| {});
                     assert_eq!(used, len, "the test server keeps up");
                     let mut back = [0u8; 700];
-                    let len = session.transmit(&mut back, now);
+                    let room = match kind {
+                        Kind::StallsAfter(limit) => limit.saturating_sub(*sent).min(back.len()),
+                        _ => back.len(),
+                    };
+                    let len = session.transmit(&mut back[..room], now);
+                    *sent += len;
                     let used =
                         fetcher.receive(slot, &back[..len], now, store, &mut |e| events.push(e));
                     assert!(used == len || fetcher.wants_close(slot));
@@ -184,6 +197,16 @@ fn config() -> FetchConfig {
 
 /// Fetches `data` with the given peers; returns the store's bytes and the swarm's events.
 fn fill(data: &[u8], kinds: &[(Kind, &str)], limit_ms: u64) -> (Option<Vec<u8>>, Swarm<'static>) {
+    fill_with(config(), data, kinds, limit_ms)
+}
+
+/// [`fill`] with a configuration of its own.
+fn fill_with(
+    config: FetchConfig,
+    data: &[u8],
+    kinds: &[(Kind, &str)],
+    limit_ms: u64,
+) -> (Option<Vec<u8>>, Swarm<'static>) {
     let data: &'static [u8] = Box::leak(data.to_vec().into_boxed_slice());
     let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
     let peers: &'static [(PeerAddr, PeerStore<'static>)] =
@@ -192,7 +215,7 @@ fn fill(data: &[u8], kinds: &[(Kind, &str)], limit_ms: u64) -> (Option<Vec<u8>>,
     let mut bytes = vec![0u8; 256 * 1024];
     let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
     let mut swarm = Swarm::new(peers);
-    let mut fetcher = TestFetcher::new(config(), &swarm.addrs(), Instant::from_millis(0));
+    let mut fetcher = TestFetcher::new(config, &swarm.addrs(), Instant::from_millis(0));
     swarm.run(&mut fetcher, &store, limit_ms);
     let complete = fetcher.is_complete();
     assert_eq!(complete, store.is_complete());
@@ -288,6 +311,60 @@ fn a_silent_peer_costs_a_stall_timeout_not_the_download() {
     );
     assert_eq!(got.as_deref(), Some(&data[..]));
     assert!(swarm.now < 1_000, "done at {} ms", swarm.now);
+}
+
+/// A stall timeout long enough that only the block lag can explain finishing early.
+fn patient() -> FetchConfig {
+    FetchConfig {
+        stall_timeout: Duration::from_millis(5_000),
+        block_lag: Duration::from_millis(50),
+        ..config()
+    }
+}
+
+#[test]
+fn connections_that_do_not_open_make_way_after_the_block_lag() {
+    let data = file(20_000);
+    // Twice as many peers as connections, all but one unreachable, the honest one in every
+    // place of the order: where it is not among the first tried, it would wait for a stall
+    // timeout unless the others are given up on early.
+    for honest in 0..8 {
+        let mut kinds = vec![(Kind::Unreachable, "0-19"); 8];
+        kinds[honest] = (Kind::Honest, "0-19");
+        let (got, swarm) = fill_with(patient(), &data, &kinds, 20_000);
+        assert_eq!(got.as_deref(), Some(&data[..]));
+        assert!(
+            swarm.now < 1_000,
+            "honest peer {honest}: done at {} ms",
+            swarm.now
+        );
+    }
+}
+
+#[test]
+fn a_manifest_source_that_lags_hands_the_rest_to_another_peer() {
+    // 40 blocks: 1284 manifest bytes; the stalling peer stops 600 bytes in (its Peer List,
+    // File Size and Block List answers are short). Both orders, whichever is tried first.
+    let data = file(40_000);
+    let mut moved = 0;
+    for kinds in [
+        [(Kind::StallsAfter(600), "0-39"), (Kind::Honest, "0-39")],
+        [(Kind::Honest, "0-39"), (Kind::StallsAfter(600), "0-39")],
+    ] {
+        let (got, swarm) = fill_with(patient(), &data, &kinds, 20_000);
+        assert_eq!(got.as_deref(), Some(&data[..]));
+        assert!(swarm.now < 2_000, "done at {} ms", swarm.now);
+        assert!(swarm.dropped().is_empty(), "{:?}", swarm.dropped());
+        moved += swarm
+            .events
+            .iter()
+            .filter(|e| matches!(e, FetchEvent::ManifestMoved { .. }))
+            .count();
+    }
+    assert!(
+        moved >= 1,
+        "the lagging source never handed the manifest on"
+    );
 }
 
 #[test]

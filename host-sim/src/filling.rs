@@ -129,6 +129,9 @@ fn progress_logger(store: &FillingStore) -> impl FnMut(FetchEvent) + '_ {
         FetchEvent::NoDigests(peer) => log::warn!(
             "fetch: {peer} serves no digests (an older peer?); fetching blocks only from it"
         ),
+        FetchEvent::ManifestMoved { from, to } => {
+            log::info!("fetch: {from} lags sending the manifest; asking {to} for the rest")
+        }
         FetchEvent::BlockVerified { block, from } => {
             let blocks = store.geometry().map_or(0, |g| g.block_count());
             let done = store.verified_count();

@@ -319,6 +319,9 @@ fn log_fetch<F: NorFlash>(event: FetchEvent, store: &FillStore<F>) {
             blocks
         ),
         FetchEvent::NoDigests(peer) => defmt::warn!("fetch: {} serves no digests", peer),
+        FetchEvent::ManifestMoved { from, to } => {
+            defmt::info!("fetch: {} lags with the manifest; asking {}", from, to)
+        }
         FetchEvent::BlockVerified { block, from } => {
             defmt::debug!("fetch: block {=u16} verified (from {})", block, from);
             let done = store.verified_count();
