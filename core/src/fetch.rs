@@ -236,6 +236,8 @@ struct Conn<const K: usize> {
     verified: u32,
     /// Nothing arrived for the block lag: its outstanding blocks are offered to the others.
     lagging: bool,
+    /// Closed to make way for a waiting peer: not the peer's failure.
+    made_way: bool,
 }
 
 impl<const K: usize> Conn<K> {
@@ -254,6 +256,7 @@ impl<const K: usize> Conn<K> {
             greeted: false,
             verified: 0,
             lagging: false,
+            made_way: false,
         }
     }
 
@@ -498,7 +501,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if let Some(peer) = self.peers.get_mut(conn.peer)
             && peer.state != PeerState::Dropped
         {
-            if !conn.close || !conn.open {
+            if (!conn.close || !conn.open) && !conn.made_way {
                 peer.failures = peer.failures.saturating_add(1);
             }
             let backoff = self.config.retry_after.millis() << peer.failures.min(3);
@@ -637,10 +640,12 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         for conn in self.conns.iter_mut().flatten() {
             // A connection not open after the block lag has lost its SYN, its SYN-ACK or the
             // ARP exchange before them, each of which smoltcp retries only after a second:
-            // another peer is tried meanwhile (this one later, as after a failure).
+            // another peer is tried meanwhile (this one again after `retry_after`: a lost
+            // frame is not the peer's failure).
             let opening_lags = !conn.open && now >= conn.since + self.config.block_lag;
             if opening_lags && waiting_peer && !conn.close {
                 conn.close = true;
+                conn.made_way = true;
                 continue;
             }
             let idle = conn.open
@@ -781,6 +786,13 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                 let stall = conn
                     .lag_deadline(self.config.block_lag)
                     .map_or(stall, |at| stall.min(at));
+                // Not open after the block lag: it makes way for a waiting peer then.
+                let opening = conn.since + self.config.block_lag;
+                let stall = if !conn.open && opening > self.now {
+                    stall.min(opening)
+                } else {
+                    stall
+                };
                 let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);
                 match (conn.open && conn.has_room() && !listing)
                     .then(|| conn.list_due(self.config.refresh))
