@@ -43,12 +43,7 @@ pub fn p2p_fetch() -> Result<Rows, String> {
         .map_err(|e| e.to_string())?;
     let file = work.join("file");
     write_file(&file, 256 << 20)?;
-    let mut server = std::process::Command::new(bin.join("host-sim"))
-        .args(["--listen", &HOST_SIM.to_string(), "--file"])
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .map_err(|e| format!("host-sim: {e}"))?;
+    let mut server = listening_host_sim(&bin.join("host-sim"), &file)?;
     let conf = work.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -70,10 +65,7 @@ pub fn p2p_fetch() -> Result<Rows, String> {
         let _ = server.kill();
         return Err("nginx did not start".into());
     }
-    let ready = harness::wait_until_answering(HOST_SIM, READY_LIMIT)
-        .map_err(String::from)
-        .and_then(|_| crate::demo::wait_for_port(NGINX, READY_LIMIT.as_secs()));
-    if let Err(error) = ready {
+    if let Err(error) = crate::demo::wait_for_port(NGINX, READY_LIMIT.as_secs()) {
         let _ = server.kill();
         return Err(error);
     }
@@ -128,16 +120,7 @@ pub fn p2p_fetch() -> Result<Rows, String> {
     std::fs::File::create(&big)
         .and_then(|f| f.set_len(1 << 30))
         .map_err(|e| e.to_string())?;
-    let mut server = std::process::Command::new(bin.join("host-sim"))
-        .args(["--listen", &HOST_SIM.to_string(), "--file"])
-        .arg(&big)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .map_err(|e| format!("host-sim: {e}"))?;
-    if let Err(error) = harness::wait_until_answering(HOST_SIM, READY_LIMIT) {
-        let _ = server.kill();
-        return Err(error.into());
-    }
+    let mut server = listening_host_sim(&bin.join("host-sim"), &big)?;
     let measured = std::process::Command::new("/usr/bin/time")
         .args(["-f", "%M"])
         .arg(bin.join("p2p-fetch"))
@@ -166,4 +149,20 @@ pub fn p2p_fetch() -> Result<Rows, String> {
         peak_kib as f64 / 1024.0
     ));
     Ok(rows)
+}
+
+/// host-sim serving `file` on loopback at [`HOST_SIM`], once it answers a File Size Request.
+fn listening_host_sim(host_sim: &Path, file: &Path) -> Result<std::process::Child, String> {
+    let mut server = std::process::Command::new(host_sim)
+        .args(["--listen", &HOST_SIM.to_string(), "--file"])
+        .arg(file)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map_err(|e| format!("host-sim: {e}"))?;
+    if let Err(error) = harness::wait_until_answering(HOST_SIM, READY_LIMIT) {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err(error.into());
+    }
+    Ok(server)
 }
