@@ -26,8 +26,11 @@ use core::cell::RefCell;
 /// A round ends once at most one block in this many is still unserved.
 const ROUND_TAIL_DIVISOR: u32 = 16;
 
-/// A round with nothing new served for this long ends early.
-pub const IDLE_ROUND_END: Duration = Duration::from_millis(500);
+/// A round with nothing new served for this long ends early. A block is counted served when
+/// its bytes go into a connection's transmit buffer; if that connection is then aborted (its
+/// client gave up on it), nobody has the block and the seed hides it until the round ends:
+/// with 500 ms, 64 simulated nodes all sat 0.4 s at 995 of 1024 blocks.
+pub const IDLE_ROUND_END: Duration = Duration::from_millis(100);
 
 /// Blocks served this round: what listings subtract, and what was served since it changed.
 struct Rounds<const B: usize> {
@@ -278,9 +281,10 @@ mod tests {
         assert_eq!(listed(&seed), [(0, 4), (6, 7)]);
         // Serving block 5 again is no progress.
         serve(&seed, 5);
-        seed.publish(Instant::from_millis(1400));
+        let idle = IDLE_ROUND_END.millis();
+        seed.publish(Instant::from_millis(1000 + idle - 1));
         assert_eq!(listed(&seed), [(0, 4), (6, 7)]);
-        seed.publish(Instant::from_millis(1500));
+        seed.publish(Instant::from_millis(1000 + idle));
         assert_eq!(listed(&seed), [(0, 7)]);
     }
 
