@@ -519,7 +519,7 @@ impl<const Q: usize> ClientSession<Q> {
     }
 
     fn check_range(&mut self, bytes: &[u8]) -> Result<BlockRange, ClientError> {
-        let (start, end) = parse_range_entry(bytes).unwrap_or_default();
+        let (start, end) = parse_range_entry(bytes).ok_or(ClientError::Desync)?;
         let after_previous = self
             .previous_range_end
             .is_none_or(|previous| u32::from(start) > u32::from(previous) + 1);

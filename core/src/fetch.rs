@@ -537,8 +537,9 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if let (Some(dst), Some(src)) = (out.get_mut(..len), conn.out.get(..len)) {
             dst.copy_from_slice(src);
         }
-        let rest = heapless::Vec::from_slice(conn.out.get(len..).unwrap_or_default());
-        conn.out = rest.unwrap_or_default();
+        // What was handed out leaves the front; the rest moves up, in order.
+        conn.out.rotate_left(len);
+        conn.out.truncate(conn.out.len() - len);
         len
     }
 
