@@ -30,7 +30,8 @@ const NEIGHBOR_LIFETIME_SECS: u32 = 60;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
     Free,
-    Connecting,
+    /// Opening a connection to this address.
+    Connecting(Ipv4Address),
     Open,
     /// We reset it; freed at the next poll, once the interface has sent the reset (a socket
     /// reused before that would never send it).
@@ -111,11 +112,11 @@ impl<const C: usize> FetchDriver<C> {
             let socket = sockets.get_mut::<tcp::Socket>(handle);
             match *link {
                 Link::Free => {}
-                Link::Connecting if socket.state() == tcp::State::Established => {
+                Link::Connecting(_) if socket.state() == tcp::State::Established => {
                     fetcher.connected(slot, time);
                     *link = Link::Open;
                 }
-                Link::Connecting | Link::Open if !socket.is_active() => {
+                Link::Connecting(_) | Link::Open if !socket.is_active() => {
                     // Refused, reset, or closed by the peer.
                     socket.abort();
                     fetcher.closed(slot, time);
@@ -130,7 +131,7 @@ impl<const C: usize> FetchDriver<C> {
                     }
                     continue;
                 }
-                Link::Connecting | Link::Open => {}
+                Link::Connecting(_) | Link::Open => {}
             }
             if *link == Link::Open {
                 exchange(socket, slot, time, fetcher, store, on_event);
@@ -140,6 +141,12 @@ impl<const C: usize> FetchDriver<C> {
                 }
             }
             if *link != Link::Free && fetcher.wants_close(slot) {
+                if let Link::Connecting(target) = *link {
+                    // Given up before it opened: the ARP request or its reply may be what was
+                    // lost, and smoltcp asks again only after a second; the next connection
+                    // to this peer asks itself.
+                    self.asked.forget(target);
+                }
                 // A reset, not a close: the peer may still have answers queued for us, and a
                 // closing socket that no longer reads would hold both ends (and this slot)
                 // until the peer's idle timeout.
@@ -165,8 +172,8 @@ impl<const C: usize> FetchDriver<C> {
             socket.abort();
             match socket.connect(iface.context(), remote, local) {
                 Ok(()) => {
-                    *link = Link::Connecting;
                     let target = Ipv4Address::new(a, b, c, d);
+                    *link = Link::Connecting(target);
                     if self.asked.first_ask(target, now) {
                         request_neighbor(iface, device, now, target);
                     }
@@ -188,6 +195,11 @@ struct AskedNeighbors {
 }
 
 impl AskedNeighbors {
+    /// Lets the next connection to `target` ask for it again.
+    fn forget(&mut self, target: Ipv4Address) {
+        self.entries.retain(|(ip, _)| *ip != target);
+    }
+
     /// Whether `target` was not asked for within the neighbor lifetime; records the ask.
     /// When full, the oldest ask is forgotten.
     fn first_ask(&mut self, target: Ipv4Address, now: NetInstant) -> bool {
@@ -317,5 +329,16 @@ mod tests {
         // Peer 0 was the oldest: forgotten, so asked again; the others are still known.
         assert!(asked.first_ask(peer(0), at(41)));
         assert!(!asked.first_ask(peer(ASKED_NEIGHBORS - 1), at(41)));
+    }
+
+    #[test]
+    fn a_forgotten_peer_is_asked_for_again_at_once() {
+        let mut asked = AskedNeighbors::default();
+        let (peer, other) = (Ipv4Address::new(10, 0, 0, 7), Ipv4Address::new(10, 0, 0, 8));
+        assert!(asked.first_ask(peer, at(1)));
+        assert!(asked.first_ask(other, at(1)));
+        asked.forget(peer);
+        assert!(asked.first_ask(peer, at(2)));
+        assert!(!asked.first_ask(other, at(2)));
     }
 }
