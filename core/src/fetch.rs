@@ -76,8 +76,8 @@ pub struct FetchConfig {
     /// the rest of the manifest), and a quarter of it later makes way for a waiting peer: a
     /// lost segment costs smoltcp at least its 1 s minimum retransmission timeout, which must
     /// not hold blocks that other peers could send now. The first copy verified wins. A
-    /// connection not open after this long (a lost SYN, SYN-ACK or ARP reply, also retried
-    /// only after a second) makes way for a waiting peer too.
+    /// connection not open a quarter of this after it was asked for (a lost SYN, SYN-ACK or
+    /// ARP reply, also retried only after a second) makes way for a waiting peer too.
     pub block_lag: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
@@ -89,6 +89,15 @@ pub struct FetchConfig {
     pub own_addr: Option<PeerAddr>,
     /// Where the search for blocks starts, so nodes filling at once start apart.
     pub start_hint: u32,
+}
+
+impl FetchConfig {
+    /// How long a connection may take to open before it makes way for a waiting peer: a
+    /// quarter of the block lag (an answer to a SYN takes a round trip; one lost, with the ARP
+    /// exchange before it, is retried by smoltcp only after a second).
+    fn opening_lag(&self) -> Duration {
+        Duration::from_millis(self.block_lag.millis() / 4)
+    }
 }
 
 impl Default for FetchConfig {
@@ -646,7 +655,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             // ARP exchange before them, each of which smoltcp retries only after a second:
             // another peer is tried meanwhile (this one again after `retry_after`: a lost
             // frame is not the peer's failure).
-            let opening_lags = !conn.open && now >= conn.since + self.config.block_lag;
+            let opening_lags = !conn.open && now >= conn.since + self.config.opening_lag();
             if opening_lags && waiting_peer && !conn.close {
                 conn.close = true;
                 conn.made_way = true;
@@ -791,7 +800,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                     .lag_deadline(self.config.block_lag)
                     .map_or(stall, |at| stall.min(at));
                 // Not open after the block lag: it makes way for a waiting peer then.
-                let opening = conn.since + self.config.block_lag;
+                let opening = conn.since + self.config.opening_lag();
                 let stall = if !conn.open && opening > self.now {
                     stall.min(opening)
                 } else {
