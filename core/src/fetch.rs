@@ -795,17 +795,20 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .flatten()
             .filter(|c| !c.close)
             .map(|conn| {
+                // Deadlines already past that poll could not act on (no peer waiting to take
+                // the place of a lagging or unopened connection) must not wake it at once
+                // again: the caller would spin.
+                let ahead = |at: Instant| (at > self.now).then_some(at);
                 let stall = conn.since + self.config.stall_timeout;
                 let stall = conn
                     .lag_deadline(self.config.block_lag)
+                    .and_then(ahead)
                     .map_or(stall, |at| stall.min(at));
-                // Not open after the block lag: it makes way for a waiting peer then.
-                let opening = conn.since + self.config.opening_lag();
-                let stall = if !conn.open && opening > self.now {
-                    stall.min(opening)
-                } else {
-                    stall
-                };
+                // Not open after the opening lag: it makes way for a waiting peer then.
+                let opening = (!conn.open)
+                    .then(|| conn.since + self.config.opening_lag())
+                    .and_then(ahead);
+                let stall = opening.map_or(stall, |at| stall.min(at));
                 let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);
                 match (conn.open && conn.has_room() && !listing)
                     .then(|| conn.list_due(self.config.refresh))
@@ -815,15 +818,13 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                     None => stall,
                 }
             });
+        // A peer's retry time opens a free slot for it, and lets a lagging or unopened
+        // connection make way for it.
         let free_slot = self.conns.iter().any(Option::is_none);
-        let retries = self
-            .peers
-            .iter()
-            .filter(|_| free_slot)
-            .filter_map(|peer| match peer.state {
-                PeerState::Idle { retry_at } => Some(retry_at),
-                _ => None,
-            });
+        let retries = self.peers.iter().filter_map(|peer| match peer.state {
+            PeerState::Idle { retry_at } if free_slot || retry_at > self.now => Some(retry_at),
+            _ => None,
+        });
         conns.chain(retries).min()
     }
 
