@@ -368,6 +368,28 @@ fn a_manifest_source_that_lags_hands_the_rest_to_another_peer() {
 }
 
 #[test]
+fn a_lag_nobody_can_relieve_does_not_make_poll_at_spin() {
+    // One peer, which stops sending part-way through the blocks: its connection lags, and with
+    // no other peer to make way for, the next thing to wake for is the stall timeout.
+    let data = file(40_000);
+    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
+    let kinds = [(Kind::StallsAfter(6_000), "0-39")];
+    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
+        Box::leak(peers(data, digests, &kinds).into_boxed_slice());
+    let mut bytes = vec![0u8; 256 * 1024];
+    let store = Store::open(RamFlash::new(&mut bytes), manifest_digest(40_000, digests)).unwrap();
+    let mut swarm = Swarm::new(peers);
+    let mut fetcher = TestFetcher::new(patient(), &swarm.addrs(), Instant::from_millis(0));
+    swarm.run(&mut fetcher, &store, 1_000);
+    assert!(!fetcher.is_complete());
+    let now = Instant::from_millis(swarm.now);
+    fetcher.poll(now, &store, &mut |_| {});
+    let next = fetcher.poll_at().expect("a stall timeout to wait for");
+    assert!(next > now, "poll_at {next:?} is not after now {now:?}");
+}
+
+#[test]
 fn nothing_is_stored_when_no_peer_has_the_right_file() {
     let data = file(5_000);
     let (got, swarm) = fill(
