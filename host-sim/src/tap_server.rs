@@ -9,7 +9,7 @@ use crate::shaper::Shaper;
 use crate::tap::Tap;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
-use p2p_core::server::{ServerConfig, SessionEvent};
+use p2p_core::server::{CloseReason, ServerConfig, SessionEvent};
 use p2p_core::{BlockStore, Duration, PeerAddr};
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::phy::{Device, FaultInjector, PcapMode, PcapWriter};
@@ -318,6 +318,13 @@ pub fn log_event(event: DriverEvent) {
         ),
         DriverEvent::Closed { slot, ended } => match ended {
             Ended::Peer => log::info!("[{slot}] closed by the peer"),
+            // Reset mid-response: a client sees only "connection reset", so say why here.
+            Ended::Session(reason @ (CloseReason::Broken | CloseReason::StoreFailed)) => {
+                log::error!("[{slot}] reset: {reason}")
+            }
+            Ended::Session(CloseReason::IdleTimeout) => {
+                log::warn!("[{slot}] reset: {}", CloseReason::IdleTimeout)
+            }
             Ended::Session(reason) => log::info!("[{slot}] closed: {reason}"),
         },
     }
