@@ -309,7 +309,7 @@ impl<const K: usize> Conn<K> {
 
     /// When the block lag next acts on this connection: it starts lagging (its blocks are
     /// offered to the others), or, lagging, makes way for a waiting peer. `None` while no
-    /// Block Request is outstanding.
+    /// Block or Digest Request is outstanding.
     fn lag_deadline(&self, lag: Duration) -> Option<Instant> {
         let awaits_data = self
             .asked
@@ -652,7 +652,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .iter()
             .any(|peer| matches!(peer.state, PeerState::Idle { retry_at } if retry_at <= now));
         for conn in self.conns.iter_mut().flatten() {
-            // A connection not open after the block lag has lost its SYN, its SYN-ACK or the
+            // A connection not open after the opening lag has lost its SYN, its SYN-ACK or the
             // ARP exchange before them, each of which smoltcp retries only after a second:
             // another peer is tried meanwhile (this one again after `retry_after`: a lost
             // frame is not the peer's failure).
@@ -721,6 +721,16 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         }
     }
 
+    /// Open connections whose peers could send the manifest (they serve digests and claimed
+    /// a file size), with that size: where a manifest starts, and where it moves on to.
+    fn manifest_sources(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.conns.iter().enumerate().filter_map(|(slot, conn)| {
+            let conn = conn.as_ref().filter(|c| c.open && !c.close)?;
+            let peer = self.peers.get(conn.peer).filter(|p| !p.no_digests)?;
+            Some((slot, peer.claimed_size?))
+        })
+    }
+
     /// The manifest's source on `slot` lags: the rest of the digests are asked of another
     /// open connection whose peer claims the same size, from the first digest not yet
     /// received (what the laggard sends later is ignored). Without one, the source keeps it.
@@ -735,11 +745,12 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             return;
         };
         let (file_size, received) = (*file_size, hasher.digests().min(*requested));
-        let other = self.conns.iter().enumerate().find_map(|(other, conn)| {
-            let conn = conn.as_ref().filter(|c| c.open && !c.close && !c.lagging)?;
-            let peer = self.peers.get(conn.peer).filter(|p| !p.no_digests)?;
-            (other != slot && peer.claimed_size == Some(file_size)).then_some(other)
-        });
+        let other = self
+            .manifest_sources()
+            .find(|&(other, size)| {
+                other != slot && size == file_size && self.conn(other).is_some_and(|c| !c.lagging)
+            })
+            .map(|(other, _)| other);
         let Some(other) = other else {
             return;
         };
@@ -1141,12 +1152,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if !matches!(self.manifest, Manifest::Unknown) || store.manifest_verified() {
             return;
         }
-        let candidate = self.conns.iter().enumerate().find_map(|(slot, conn)| {
-            let conn = conn.as_ref().filter(|c| c.open && !c.close)?;
-            let peer = self.peers.get(conn.peer).filter(|p| !p.no_digests)?;
-            Some((slot, peer.claimed_size?))
-        });
-        let Some((slot, size)) = candidate else {
+        let Some((slot, size)) = self.manifest_sources().next() else {
             return;
         };
         if Geometry::new(size).block_size() as usize > K {
