@@ -23,43 +23,34 @@ pub fn host_sim(size: u64) -> Result<Rows, String> {
     let request = whole_file(size)?;
 
     let mut rows = Rows::default();
-    let protocol = best_of(|| {
-        download_from_host_sim(
-            &host_sim,
-            &[&"--file".into(), &file.display().to_string()],
-            &request,
-            size + 1,
-            1500,
-        )
-    })?;
-    let raw = best_of(|| {
-        download_from_host_sim(
-            &host_sim,
-            &[&"--raw-tcp-bytes".into(), &size.to_string()],
-            &[],
-            size,
-            1500,
-        )
-    })?;
+    let file_arg = file.display().to_string();
+    let protocol_at = |mtu| {
+        best_of(|| {
+            download_from_host_sim(
+                &host_sim,
+                &[&"--file".into(), &file_arg],
+                &request,
+                size + 1,
+                mtu,
+            )
+        })
+    };
+    let raw_at = |mtu| {
+        best_of(|| {
+            download_from_host_sim(
+                &host_sim,
+                &[&"--raw-tcp-bytes".into(), &size.to_string()],
+                &[],
+                size,
+                mtu,
+            )
+        })
+    };
+    let protocol = protocol_at(1500)?;
+    let raw = raw_at(1500)?;
     // Jumbo frames: the same pair at MTU 9000, six times the data per system call.
-    let protocol_jumbo = best_of(|| {
-        download_from_host_sim(
-            &host_sim,
-            &[&"--file".into(), &file.display().to_string()],
-            &request,
-            size + 1,
-            9000,
-        )
-    })?;
-    let raw_jumbo = best_of(|| {
-        download_from_host_sim(
-            &host_sim,
-            &[&"--raw-tcp-bytes".into(), &size.to_string()],
-            &[],
-            size,
-            9000,
-        )
-    })?;
+    let protocol_jumbo = protocol_at(9000)?;
+    let raw_jumbo = raw_at(9000)?;
     let kernel = best_of(|| kernel_over_veth(size))?;
     rows.push(format!(
         "| host-sim over TAP, MTU 1500 (ours) | {:.2} Gbit/s | raw smoltcp, same TAP and buffers: {:.2} Gbit/s | {:.2} | >= 0.90 |",
