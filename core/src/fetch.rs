@@ -416,6 +416,14 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         }
     }
 
+    /// Whether a peer at `ip` (any port) is known and not dropped: one whose network address
+    /// is worth remembering.
+    pub fn knows_host(&self, ip: [u8; 4]) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.addr.ip == ip && p.state != PeerState::Dropped)
+    }
+
     /// Adds a peer to try; `false` if it is already known, unusable, this node, or the table
     /// is full.
     pub fn add_peer(&mut self, addr: PeerAddr, now: Instant) -> bool {

@@ -5,27 +5,17 @@
 use crate::driver::SocketBuffers;
 use crate::fetch::{FetchEvent, Fetcher};
 use crate::flash_store::FlashStore;
+use crate::neighbors::{AskedNeighbors, Overhearing, request_neighbor};
 use crate::time::Instant;
 use embedded_storage::nor_flash::NorFlash;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, TxToken};
+use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
-};
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
 /// First local port for outgoing connections (the IANA dynamic range).
 const FIRST_LOCAL_PORT: u16 = 49152;
-
-/// Peers remembered as asked for by ARP. smoltcp keeps a neighbor's answer for a minute
-/// (longer while it talks), so asking again for a peer reconnected to only floods the segment:
-/// every broadcast reaches every node, and 64 simulated nodes that asked on every connection
-/// spent 85 % of each downlink on ARP requests in the first half second.
-const ASKED_NEIGHBORS: usize = 32;
-/// Seconds an ARP request is taken to have been answered for: smoltcp's neighbor lifetime.
-const NEIGHBOR_LIFETIME_SECS: u32 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
@@ -74,6 +64,18 @@ impl<const C: usize> FetchDriver<C> {
         }
     }
 
+    /// `device`, to poll `iface` through so that smoltcp learns the addresses of the peers
+    /// `known` accepts from their ARP requests to anyone, and connecting to them sends no
+    /// request of its own (see [`Overhearing`]).
+    pub fn overhearing<'d, D: Device>(
+        &'d mut self,
+        device: &'d mut D,
+        iface: &Interface,
+        known: &'d dyn Fn([u8; 4]) -> bool,
+    ) -> Overhearing<'d, D> {
+        Overhearing::new(device, iface, &mut self.asked, known)
+    }
+
     /// The sockets' handles, for tuning them.
     pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
         self.handles.iter().copied()
@@ -87,7 +89,8 @@ impl<const C: usize> FetchDriver<C> {
     /// minute also sends an ARP request for it straight through it. smoltcp sends at most one
     /// neighbor request a second for the whole interface, so a node that finds several peers
     /// at once would otherwise wait up to a second for each; the replies fill smoltcp's cache
-    /// like its own.
+    /// like its own. The request goes to the peer alone if it was heard through
+    /// [`overhearing`](Self::overhearing) (see [`crate::neighbors`]).
     #[allow(clippy::too_many_arguments)]
     pub fn poll<
         D: Device,
@@ -174,8 +177,8 @@ impl<const C: usize> FetchDriver<C> {
                 Ok(()) => {
                     let target = Ipv4Address::new(a, b, c, d);
                     *link = Link::Connecting(target);
-                    if self.asked.first_ask(target, now) {
-                        request_neighbor(iface, device, now, target);
+                    if let Some(to) = self.asked.first_ask(target, now) {
+                        request_neighbor(iface, device, now, target, to);
                     }
                 }
                 Err(_) => fetcher.closed(slot, time),
@@ -185,83 +188,6 @@ impl<const C: usize> FetchDriver<C> {
             .poll_at()
             .map(|at| NetInstant::from_millis(i64::try_from(at.millis()).unwrap_or(i64::MAX)))
     }
-}
-
-/// The peers asked for by ARP lately, so each is asked once a neighbor lifetime.
-#[derive(Default)]
-struct AskedNeighbors {
-    /// Who was asked for, and when (whole seconds: 8 bytes an entry on a board).
-    entries: heapless::Vec<(Ipv4Address, u32), ASKED_NEIGHBORS>,
-}
-
-impl AskedNeighbors {
-    /// Lets the next connection to `target` ask for it again.
-    fn forget(&mut self, target: Ipv4Address) {
-        self.entries.retain(|(ip, _)| *ip != target);
-    }
-
-    /// Whether `target` was not asked for within the neighbor lifetime; records the ask.
-    /// When full, the oldest ask is forgotten.
-    fn first_ask(&mut self, target: Ipv4Address, now: NetInstant) -> bool {
-        let secs = u32::try_from(now.secs()).unwrap_or(u32::MAX);
-        if let Some(entry) = self.entries.iter_mut().find(|(ip, _)| *ip == target) {
-            if secs < entry.1.saturating_add(NEIGHBOR_LIFETIME_SECS) {
-                return false;
-            }
-            entry.1 = secs;
-            return true;
-        }
-        if self.entries.is_full()
-            && let Some(oldest) =
-                (0..self.entries.len()).min_by_key(|&i| self.entries.get(i).map(|e| e.1))
-        {
-            self.entries.swap_remove(oldest);
-        }
-        let _ = self.entries.push((target, secs));
-        true
-    }
-}
-
-/// Sends an ARP request for `target` through `device`, if it is on one of the interface's
-/// subnets (a peer behind a router needs the router's address, which smoltcp resolves).
-fn request_neighbor<D: Device>(
-    iface: &Interface,
-    device: &mut D,
-    now: NetInstant,
-    target: Ipv4Address,
-) {
-    // Refutable where another crate turns on smoltcp's other media.
-    #[allow(irrefutable_let_patterns)]
-    let HardwareAddress::Ethernet(mac) = iface.hardware_addr() else {
-        return;
-    };
-    let Some(own) = iface.ip_addrs().iter().find_map(|cidr| match cidr {
-        IpCidr::Ipv4(v4) if v4.contains_addr(&target) => Some(v4.address()),
-        _ => None,
-    }) else {
-        return;
-    };
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: mac,
-        source_protocol_addr: own,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    };
-    let ethernet = EthernetRepr {
-        src_addr: mac,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    let Some(token) = device.transmit(now) else {
-        // The device is busy: smoltcp's own request will do, at its pace.
-        return;
-    };
-    token.consume(ethernet.buffer_len() + arp.buffer_len(), |buffer| {
-        let mut frame = EthernetFrame::new_unchecked(buffer);
-        ethernet.emit(&mut frame);
-        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    });
 }
 
 /// One round of bytes both ways on an open connection.
@@ -295,50 +221,5 @@ fn exchange<
             break;
         }
         let _ = socket.send(|space| (fetcher.transmit(slot, space, time, store), ()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(secs: i64) -> NetInstant {
-        NetInstant::from_secs(secs)
-    }
-
-    #[test]
-    fn a_peer_is_asked_for_once_a_neighbor_lifetime() {
-        let mut asked = AskedNeighbors::default();
-        let peer = Ipv4Address::new(10, 0, 0, 7);
-        assert!(asked.first_ask(peer, at(1)));
-        assert!(!asked.first_ask(peer, at(1)));
-        assert!(!asked.first_ask(peer, at(60)));
-        assert!(asked.first_ask(peer, at(61)));
-        assert!(!asked.first_ask(peer, at(62)));
-        assert!(asked.first_ask(Ipv4Address::new(10, 0, 0, 8), at(62)));
-    }
-
-    #[test]
-    fn when_full_the_oldest_ask_is_forgotten() {
-        let mut asked = AskedNeighbors::default();
-        let peer = |n: usize| Ipv4Address::new(10, 0, 1, n as u8);
-        for n in 0..ASKED_NEIGHBORS {
-            assert!(asked.first_ask(peer(n), at(n as i64)));
-        }
-        assert!(asked.first_ask(peer(200), at(40)));
-        // Peer 0 was the oldest: forgotten, so asked again; the others are still known.
-        assert!(asked.first_ask(peer(0), at(41)));
-        assert!(!asked.first_ask(peer(ASKED_NEIGHBORS - 1), at(41)));
-    }
-
-    #[test]
-    fn a_forgotten_peer_is_asked_for_again_at_once() {
-        let mut asked = AskedNeighbors::default();
-        let (peer, other) = (Ipv4Address::new(10, 0, 0, 7), Ipv4Address::new(10, 0, 0, 8));
-        assert!(asked.first_ask(peer, at(1)));
-        assert!(asked.first_ask(other, at(1)));
-        asked.forget(peer);
-        assert!(asked.first_ask(peer, at(2)));
-        assert!(!asked.first_ask(other, at(2)));
     }
 }

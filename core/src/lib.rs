@@ -18,6 +18,8 @@
 //! - [`fetch`]: the fetcher, filling a [`flash_store::FlashStore`] from many peers at once.
 //! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
 //! - `fetch_driver` (feature `smoltcp`): the fetcher's connections as smoltcp client sockets.
+//! - `neighbors` (feature `smoltcp`): ARP beyond smoltcp's own: asking for a peer at once,
+//!   and learning the address of every known peer whose ARP request is overheard.
 //! - `io` (features `embedded-io`, `embedded-io-async`): serving and requesting over any
 //!   `embedded-io` or `embedded-io-async` stream (embassy-net, W5500 sockets, std streams).
 //!
@@ -46,6 +48,8 @@ pub mod geometry;
 #[cfg(feature = "embedded-io")]
 pub mod io;
 pub mod manifest;
+#[cfg(feature = "smoltcp")]
+pub mod neighbors;
 pub mod partition;
 pub mod ram_flash;
 pub mod ranges;

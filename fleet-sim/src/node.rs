@@ -233,7 +233,10 @@ impl Node {
         let events = &mut self.events;
         let mut next: Option<NetInstant> = None;
         for _ in 0..32 {
-            let polled = self.iface.poll(at, &mut self.port, &mut self.sockets);
+            let fetcher = &self.fetcher;
+            let known = |ip| fetcher.knows_host(ip);
+            let mut device = self.driver.overhearing(&mut self.port, &self.iface, &known);
+            let polled = self.iface.poll(at, &mut device, &mut self.sockets);
             let fetch_at = self.driver.poll(
                 at,
                 &mut self.iface,
