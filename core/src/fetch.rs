@@ -75,10 +75,14 @@ pub struct FetchConfig {
     /// long lets the other connections ask for those blocks too (and another connection for
     /// the rest of the manifest), and a quarter of it later makes way for a waiting peer: a
     /// lost segment costs smoltcp at least its 1 s minimum retransmission timeout, which must
-    /// not hold blocks that other peers could send now. The first copy verified wins. A
-    /// connection not open half of this after it was asked for (a lost SYN, SYN-ACK or ARP
-    /// reply, also retried only after a second) makes way for a waiting peer too.
+    /// not hold blocks that other peers could send now. The first copy verified wins.
     pub block_lag: Duration,
+    /// How long a connection may take to open before it makes way for a waiting peer: an
+    /// answer to a SYN takes a round trip, and a lost SYN, SYN-ACK or ARP reply is retried by
+    /// smoltcp only after a second. Longer than the block lag where queues are deep: among
+    /// 256 simulated nodes, a quarter of a 200 ms lag gave up on connections that were merely
+    /// slow (2.5x -> 3.9x t_min), and so did 25 ms with a 50 ms lag (2.3x -> 3.7x).
+    pub open_lag: Duration,
     /// Most blocks asked for in one Block Request.
     pub max_run: u16,
     /// Block Requests a connection keeps outstanding (at most [`PIPELINE`] - 2: the rest of
@@ -91,16 +95,6 @@ pub struct FetchConfig {
     pub start_hint: u32,
 }
 
-impl FetchConfig {
-    /// How long a connection may take to open before it makes way for a waiting peer: half
-    /// the block lag (an answer to a SYN takes a round trip; one lost, with the ARP exchange
-    /// before it, is retried by smoltcp only after a second). A quarter was better at 1 % loss
-    /// but gave up on connections that were merely slow among 256 nodes (2.5x -> 3.9x).
-    fn opening_lag(&self) -> Duration {
-        Duration::from_millis(self.block_lag.millis() / 2)
-    }
-}
-
 impl Default for FetchConfig {
     fn default() -> Self {
         Self {
@@ -110,6 +104,7 @@ impl Default for FetchConfig {
             rotate_after: Duration::from_millis(2000),
             review_every: Duration::from_millis(5000),
             block_lag: Duration::from_millis(500),
+            open_lag: Duration::from_millis(250),
             max_run: 4,
             requests: 4,
             own_addr: None,
@@ -664,7 +659,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             // ARP exchange before them, each of which smoltcp retries only after a second:
             // another peer is tried meanwhile (this one again after `retry_after`: a lost
             // frame is not the peer's failure).
-            let opening_lags = !conn.open && now >= conn.since + self.config.opening_lag();
+            let opening_lags = !conn.open && now >= conn.since + self.config.open_lag;
             if opening_lags && waiting_peer && !conn.close {
                 conn.close = true;
                 conn.made_way = true;
@@ -826,7 +821,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                     .map_or(stall, |at| stall.min(at));
                 // Not open after the opening lag: it makes way for a waiting peer then.
                 let opening = (!conn.open)
-                    .then(|| conn.since + self.config.opening_lag())
+                    .then(|| conn.since + self.config.open_lag)
                     .and_then(ahead);
                 let stall = opening.map_or(stall, |at| stall.min(at));
                 let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);

@@ -318,12 +318,13 @@ fn patient() -> FetchConfig {
     FetchConfig {
         stall_timeout: Duration::from_millis(5_000),
         block_lag: Duration::from_millis(50),
+        open_lag: Duration::from_millis(25),
         ..config()
     }
 }
 
 #[test]
-fn connections_that_do_not_open_make_way_after_the_block_lag() {
+fn connections_that_do_not_open_make_way_after_the_open_lag() {
     let data = file(20_000);
     // Twice as many peers as connections, all but one unreachable, the honest one in every
     // place of the order: where it is not among the first tried, it would wait for a stall
