@@ -92,6 +92,8 @@ pub fn service<'a, D: Device>(
     let mut server: Option<Server<'a, SOCKETS>> = None;
     let mut on_fetch = progress_logger(store);
     Box::new(move |now, iface, device, sockets| {
+        let known = |ip| fetcher.knows_host(ip);
+        let polled = iface.poll(now, &mut driver.overhearing(device, iface, &known), sockets);
         let fetch_at = driver.poll(
             now,
             iface,
@@ -114,7 +116,7 @@ pub fn service<'a, D: Device>(
         if server.as_ref().is_none_or(|server| !server.listing()) {
             store.publish();
         }
-        [fetch_at, serve_at].into_iter().flatten().min()
+        (polled, [fetch_at, serve_at].into_iter().flatten().min())
     })
 }
 

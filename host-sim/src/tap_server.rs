@@ -87,10 +87,17 @@ pub fn serve(
     }
 }
 
-/// What runs on the sockets each round: the protocol server, or the raw-TCP anchor. Returns
-/// when it next needs a poll.
+/// What runs each round: polls the interface (a filling node through the fetch driver's
+/// `overhearing`), then the protocol server, the fetcher or the raw-TCP anchor on the
+/// sockets. Returns what the interface poll did and when the service next needs a poll.
 pub type Service<'a, D> = Box<
-    dyn FnMut(NetInstant, &mut Interface, &mut D, &mut SocketSet<'a>) -> Option<NetInstant> + 'a,
+    dyn FnMut(
+            NetInstant,
+            &mut Interface,
+            &mut D,
+            &mut SocketSet<'a>,
+        ) -> (PollResult, Option<NetInstant>)
+        + 'a,
 >;
 
 fn run<'a, D: Device>(
@@ -131,11 +138,16 @@ fn run<'a, D: Device>(
     let mut service: Service<'a, _> = match (args.raw_tcp_bytes, store) {
         (Some(total), _) => {
             let mut send = raw_sender(&mut sockets, args, total);
-            Box::new(move |now, _, _, sockets| send(now, sockets))
+            Box::new(move |now, iface, device, sockets| {
+                (iface.poll(now, device, sockets), send(now, sockets))
+            })
         }
         (None, Served::File(store)) => {
             let mut server = protocol_server(&mut sockets, args, store, &args.peers, idle);
-            Box::new(move |now, _, _, sockets| server.poll(now, sockets, &mut log_event))
+            Box::new(move |now, iface, device, sockets| {
+                let polled = iface.poll(now, device, sockets);
+                (polled, server.poll(now, sockets, &mut log_event))
+            })
         }
         (None, Served::Filling(store)) => {
             crate::filling::service(&mut sockets, args, store, idle, now())
@@ -157,8 +169,8 @@ fn run<'a, D: Device>(
         let mut server_at = None;
         // Until quiet: what the server queues goes out in the same round.
         for _ in 0..64 {
-            let polled = iface.poll(timestamp, &mut device, &mut sockets);
-            server_at = service(timestamp, &mut iface, &mut device, &mut sockets);
+            let polled;
+            (polled, server_at) = service(timestamp, &mut iface, &mut device, &mut sockets);
             if polled == PollResult::None {
                 break;
             }

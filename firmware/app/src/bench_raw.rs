@@ -40,7 +40,10 @@ pub fn run<B: Board>(board: &mut B) -> ! {
         &mut iface,
         &mut sockets,
         &mut network,
-        &mut |_, _, sockets, _| sender.poll(sockets),
+        &mut |now, iface, sockets, board| {
+            let polled = iface.poll(now, board.device(), sockets);
+            (polled, sender.poll(sockets))
+        },
     )
 }
 

@@ -142,7 +142,10 @@ fn serve_built_in<B: Board>(board: &mut B) -> ! {
         &mut iface,
         &mut sockets,
         &mut network,
-        &mut |now, _, sockets, _| server.poll(now, sockets, &mut log),
+        &mut |now, iface, sockets, board| {
+            let polled = iface.poll(now, board.device(), sockets);
+            (polled, server.poll(now, sockets, &mut log))
+        },
     )
 }
 
@@ -179,6 +182,10 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
         &mut sockets,
         &mut network,
         &mut |now, iface, sockets, board| {
+            // Peers' addresses are learnt from their ARP requests to anyone, too.
+            let known = |ip| fetcher.knows_host(ip);
+            let device = &mut driver.overhearing(board.device(), iface, &known);
+            let polled = iface.poll(now, device, sockets);
             // Fetch once the node has an address (DHCP may take a while).
             let fetch_at = match iface.ipv4_addr() {
                 Some(ip) => {
@@ -219,7 +226,7 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
             if server.as_ref().is_none_or(|server| !server.listing()) {
                 store.publish();
             }
-            [fetch_at, serve_at].into_iter().flatten().min()
+            (polled, [fetch_at, serve_at].into_iter().flatten().min())
         },
     )
 }
@@ -273,12 +280,17 @@ impl<const N: usize, const R: usize, const T: usize> SocketMemory<N, R, T> {
     }
 }
 
-/// What runs on the sockets each round; returns when it next needs a poll.
+/// What runs each round: polls the interface (a filling node through the fetch driver's
+/// `overhearing`), then the services on the sockets; returns what the interface poll did and
+/// when the services next need a poll.
 pub(crate) type Round<'r, 'a, B> =
-    dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &mut B) -> Option<Instant> + 'r;
+    dyn FnMut(Instant, &mut Interface, &mut SocketSet<'a>, &mut B) -> Polled + 'r;
 
-/// Polls the interface, the address and `round` until quiet, then sleeps until the next
-/// deadline or frame; forever.
+/// What a round's interface poll did, and when its services next need a poll.
+pub(crate) type Polled = (PollResult, Option<Instant>);
+
+/// Runs `round` (which polls the interface) and the address until quiet, then sleeps until the
+/// next deadline or frame; forever.
 pub(crate) fn poll_forever<'a, B: Board>(
     board: &mut B,
     iface: &mut Interface,
@@ -293,9 +305,9 @@ pub(crate) fn poll_forever<'a, B: Board>(
         // same round, and its acknowledgements make room for more.
         let mut round_at = None;
         for _ in 0..8 {
-            let polled = iface.poll(now, board.device(), sockets);
+            let polled;
+            (polled, round_at) = round(now, iface, sockets, board);
             network.poll(iface, sockets, now);
-            round_at = round(now, iface, sockets, board);
             if polled == PollResult::None {
                 break;
             }
