@@ -80,6 +80,8 @@ pub struct Report {
     pub frames: u64,
     pub queue_drops: u64,
     pub lost: u64,
+    /// Broadcast frames sent (ARP requests), each delivered to every other port.
+    pub broadcasts: u64,
     /// Peers dropped for a bad block or the like, across the fleet (none in an honest fleet).
     pub peers_dropped: usize,
     /// Nodes reset by churn.
@@ -122,6 +124,7 @@ impl Report {
             "frames": self.frames,
             "queue_drops": self.queue_drops,
             "lost": self.lost,
+            "broadcasts": self.broadcasts,
             "peers_dropped": self.peers_dropped,
             "resets": self.resets,
             "log_digest": format!("{:016x}", self.log_digest),
@@ -393,6 +396,7 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
         frames: switch.stats.frames,
         queue_drops: switch.stats.queue_drops,
         lost: switch.stats.lost,
+        broadcasts: switch.stats.broadcasts,
         peers_dropped,
         resets,
         log_digest: log.digest,

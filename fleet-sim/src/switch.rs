@@ -57,6 +57,8 @@ pub struct SwitchStats {
     pub sent_bytes: Vec<u64>,
     pub queue_drops: u64,
     pub lost: u64,
+    /// Frames sent to every port (ARP requests): each costs every downlink.
+    pub broadcasts: u64,
 }
 
 pub struct Switch {
@@ -114,6 +116,9 @@ impl Switch {
         let done = free + wire_time(frame.len(), link.up_bps);
         self.up_free[from] = done;
         self.stats.sent_bytes[from] += frame.len() as u64;
+        if frame.get(..6) == Some(&[0xFF; 6]) {
+            self.stats.broadcasts += 1;
+        }
         if self.lose() {
             return;
         }
