@@ -655,7 +655,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             .iter()
             .any(|peer| matches!(peer.state, PeerState::Idle { retry_at } if retry_at <= now));
         for conn in self.conns.iter_mut().flatten() {
-            // A connection not open after the opening lag has lost its SYN, its SYN-ACK or the
+            // A connection not open after the open lag has lost its SYN, its SYN-ACK or the
             // ARP exchange before them, each of which smoltcp retries only after a second:
             // another peer is tried meanwhile (this one again after `retry_after`: a lost
             // frame is not the peer's failure).
@@ -819,7 +819,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                     .lag_deadline(self.config.block_lag)
                     .and_then(ahead)
                     .map_or(stall, |at| stall.min(at));
-                // Not open after the opening lag: it makes way for a waiting peer then.
+                // Not open after the open lag: it makes way for a waiting peer then.
                 let opening = (!conn.open)
                     .then(|| conn.since + self.config.open_lag)
                     .and_then(ahead);

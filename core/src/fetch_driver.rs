@@ -65,8 +65,8 @@ impl<const C: usize> FetchDriver<C> {
     }
 
     /// `device`, to poll `iface` through so that smoltcp learns the addresses of the peers
-    /// `known` accepts from their ARP requests to anyone, and connecting to them sends no
-    /// request of its own (see [`Overhearing`]).
+    /// `known` accepts from their ARP requests to anyone; connecting to such a peer then
+    /// sends its ARP request to the peer alone, not to every node (see [`Overhearing`]).
     pub fn overhearing<'d, D: Device>(
         &'d mut self,
         device: &'d mut D,
