@@ -15,7 +15,7 @@ use crate::time::{Duration, Instant};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as NetInstant;
-use smoltcp::wire::IpEndpoint;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 /// Sockets that always listen; the rest serve.
 pub const LISTENERS: usize = 2;
@@ -53,6 +53,21 @@ pub enum DriverEvent {
         /// Why it ended.
         ended: Ended,
     },
+}
+
+impl DriverEvent {
+    /// The IPv4 address of the client of a connection accepted or refused as busy, which a
+    /// node that fetches too may learn as a peer ([`crate::fetch::Fetcher::client_seen`]).
+    pub fn client_ipv4(&self) -> Option<[u8; 4]> {
+        let (Self::Connected { remote, .. } | Self::Busy { remote }) = self else {
+            return None;
+        };
+        match remote.as_ref()?.addr {
+            IpAddress::Ipv4(ip) => Some(ip.octets()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
 }
 
 /// The receive and transmit buffers of one socket, owned by the caller (static arrays on
@@ -473,6 +488,13 @@ mod tests {
             .filter(|e| matches!(e, DriverEvent::Connected { .. }))
             .count();
         assert_eq!(connected, 3);
+        // Each names its client, which a node that fetches too may learn as a peer.
+        let clients: Vec<_> = net
+            .events
+            .iter()
+            .filter_map(DriverEvent::client_ipv4)
+            .collect();
+        assert_eq!(clients, [[127, 0, 0, 1]; 3]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! names, and calls [`Fetcher::poll`] at [`Fetcher::poll_at`]. Nothing here reads a clock or
 //! a socket.
 
+use crate::DEFAULT_PORT;
 use crate::bitmap::BlockBitmap;
 use crate::client::{ClientError, ClientEvent, ClientLimits, ClientSession};
 use crate::flash_store::{FillError, FlashStore};
@@ -439,6 +440,17 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                 failures: 0,
             })
             .is_ok()
+    }
+
+    /// A client at `ip` connected to this node's server (or was refused as busy). Nodes serve
+    /// on the protocol's port, so the client is most likely a peer too, and is added as one at
+    /// [`DEFAULT_PORT`] (`false` if known, or no room). Peer Lists name only the peers each
+    /// node was configured with: without this a node that no list names is never fetched
+    /// from (among 64 simulated nodes, one served nobody for the whole run and three others
+    /// one or two connections, 2.23x t_min; 1.87x with it). A client that serves nothing
+    /// (p2p-fetch) only fails to connect, and is tried last from then on.
+    pub fn client_seen(&mut self, ip: [u8; 4], now: Instant) -> bool {
+        self.add_peer(PeerAddr::new(ip, DEFAULT_PORT), now)
     }
 
     /// Peers known, and of them how many are dropped for good.

@@ -514,3 +514,28 @@ mod arbitrary_responses {
         }
     }
 }
+
+#[test]
+fn a_client_of_this_node_is_learnt_as_a_peer_at_the_default_port() {
+    let data = file(20_000);
+    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
+    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
+        Box::leak(peers(data, digests, &[(Kind::Honest, "0-19")]).into_boxed_slice());
+    let id = manifest_digest(data.len() as u32, digests);
+    let mut bytes = vec![0u8; 256 * 1024];
+    let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
+    let mut swarm = Swarm::new(peers);
+    // Configured with no peer at all: only the client that connected to it is known.
+    let mut fetcher = TestFetcher::new(config(), &[], Instant::from_millis(0));
+    swarm.run(&mut fetcher, &store, 100);
+    assert_eq!(store.verified_count(), 0);
+    let client = peers[0].0;
+    assert_eq!(client.port, p2p_core::DEFAULT_PORT);
+    let now = Instant::from_millis(swarm.now);
+    assert!(fetcher.client_seen(client.ip, now));
+    assert!(!fetcher.client_seen(client.ip, now), "known already");
+    swarm.run(&mut fetcher, &store, 5_000);
+    assert!(store.is_complete());
+    assert_eq!(stored(&store, data.len()), data);
+}

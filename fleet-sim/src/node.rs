@@ -271,10 +271,15 @@ impl Node {
                 like_the_boards(&mut self.sockets, server.handles());
                 self.server = Some(server);
             }
-            let serve_at = self
-                .server
-                .as_mut()
-                .and_then(|server| server.poll(at, &mut self.sockets, &mut |_| {}));
+            let fetcher = &mut self.fetcher;
+            let millis = Instant::from_millis(now / 1000);
+            let serve_at = self.server.as_mut().and_then(|server| {
+                server.poll(at, &mut self.sockets, &mut |event| {
+                    if let Some(ip) = event.client_ipv4() {
+                        fetcher.client_seen(ip, millis);
+                    }
+                })
+            });
             if self.server.as_ref().is_none_or(|server| !server.listing()) {
                 store.publish();
                 if let Some(seed) = self.super_seed {

@@ -109,9 +109,15 @@ pub fn service<'a, D: Device>(
             server = Some(protocol_server(sockets, args, store, listed, idle));
             log::info!("serving on port {} (verified blocks only)", args.port);
         }
-        let serve_at = server
-            .as_mut()
-            .and_then(|server| server.poll(now, sockets, &mut log_event));
+        let time = Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
+        let serve_at = server.as_mut().and_then(|server| {
+            server.poll(now, sockets, &mut |event| {
+                if let Some(ip) = event.client_ipv4() {
+                    fetcher.client_seen(ip, time);
+                }
+                log_event(event);
+            })
+        });
         // New blocks become visible only between Block List Responses.
         if server.as_ref().is_none_or(|server| !server.listing()) {
             store.publish();
