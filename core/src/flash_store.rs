@@ -108,6 +108,8 @@ pub struct FlashStore<F: NorFlash, const B: usize> {
     verified_count: Cell<u32>,
     /// Blocks servers see: `verified` as of the last [`FlashStore::publish`].
     held: RefCell<BlockBitmap<B>>,
+    /// The manifest being received, and how many of its digests (from block 0) are stored.
+    receiving: Cell<Option<(Layout, u32)>>,
 }
 
 impl<F: NorFlash, const B: usize> FlashStore<F, B> {
@@ -133,6 +135,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
             layout: Cell::new(None),
             verified: RefCell::new(BlockBitmap::new()),
             verified_count: Cell::new(0),
+            receiving: Cell::new(None),
             held: RefCell::new(BlockBitmap::new()),
         };
         if !ours {
@@ -189,7 +192,19 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
     /// it fits and erases the manifest region.
     pub fn begin_manifest(&self, file_size: u32) -> Result<(), FillError> {
         let layout = self.layout_for(file_size)?;
-        self.erase(layout.manifest, layout.record)
+        self.receiving.set(None);
+        self.erase(layout.manifest, layout.record)?;
+        self.receiving.set(Some((layout, 0)));
+        Ok(())
+    }
+
+    /// The manifest being received (its file size, as the peer sending it claims) and the
+    /// digests of it stored so far, from block 0: what the node serves onward before the
+    /// manifest is verified (PROTOCOL.md 3.5). `None` before it begins and once verified.
+    pub fn manifest_received(&self) -> Option<(u32, u32)> {
+        self.receiving
+            .get()
+            .map(|(layout, digests)| (layout.geometry.file_size(), digests))
     }
 
     /// Stores the (not yet trusted) digest of `block` of the manifest being received.
@@ -204,7 +219,14 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
             return Err(FillError::NoManifest);
         }
         let at = layout.manifest + u32::from(block) * DIGEST_LEN as u32;
-        self.write(at, digest.as_bytes())
+        self.write(at, digest.as_bytes())?;
+        if let Some((receiving, digests)) = self.receiving.get()
+            && receiving == layout
+            && u32::from(block) == digests
+        {
+            self.receiving.set(Some((receiving, digests + 1)));
+        }
+        Ok(())
     }
 
     /// Makes the received manifest the store's, once the caller has checked that it hashes to
@@ -223,6 +245,7 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         self.verified.borrow_mut().clear();
         self.verified_count.set(0);
         self.held.borrow_mut().clear();
+        self.receiving.set(None);
         self.layout.set(Some(layout));
         Ok(())
     }
@@ -349,11 +372,19 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
 
 impl<F: NorFlash, const B: usize> BlockStore for FlashStore<F, B> {
     fn file_size(&self) -> u32 {
-        self.geometry().map_or(0, |g| g.file_size())
+        match (self.geometry(), self.manifest_received()) {
+            (Some(geometry), _) => geometry.file_size(),
+            (None, Some((file_size, _))) => file_size,
+            (None, None) => 0,
+        }
     }
 
     fn has_file(&self) -> bool {
         self.manifest_verified()
+    }
+
+    fn receiving_manifest(&self) -> bool {
+        !self.manifest_verified() && self.receiving.get().is_some()
     }
 
     fn held_after(&self, after: Option<u16>) -> Option<BlockRange> {
@@ -378,9 +409,14 @@ impl<F: NorFlash, const B: usize> BlockStore for FlashStore<F, B> {
             .map_err(|_| StoreError)
     }
 
+    /// Digests of the verified manifest, or while it is being received, those stored so far.
     fn digest(&self, block: u16) -> Option<Digest> {
-        let layout = self.layout.get()?;
-        if u32::from(block) >= layout.geometry.block_count() {
+        let (layout, stored) = match (self.layout.get(), self.receiving.get()) {
+            (Some(layout), _) => (layout, layout.geometry.block_count()),
+            (None, Some(receiving)) => receiving,
+            (None, None) => return None,
+        };
+        if u32::from(block) >= stored {
             return None;
         }
         let mut digest = [0u8; DIGEST_LEN];
@@ -478,6 +514,39 @@ mod tests {
         // begin_manifest erases what the first attempt wrote.
         filled(&store, &data, &[1]);
         assert_eq!(store.verified_count(), 1);
+    }
+
+    #[test]
+    fn a_manifest_being_received_shows_its_size_and_the_digests_stored_in_order() {
+        let data = file();
+        let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+        let id = manifest_digest(2500, &digests);
+        let mut bytes = std::vec![0u8; 64 * 1024];
+        let store = FlashStore::<_, 4>::open(RamFlash::new(&mut bytes), id).unwrap();
+        assert!(!store.receiving_manifest());
+        assert_eq!((store.file_size(), store.manifest_received()), (0, None));
+        store.begin_manifest(2500).unwrap();
+        assert!(store.receiving_manifest() && !store.has_file());
+        assert_eq!(
+            (store.file_size(), store.manifest_received()),
+            (2500, Some((2500, 0)))
+        );
+        assert_eq!(store.digest(0), None);
+        store.put_manifest_digest(2500, 0, &digests[0]).unwrap();
+        // Out of order: stored, but not served before the one it follows.
+        store.put_manifest_digest(2500, 2, &digests[2]).unwrap();
+        assert_eq!(store.manifest_received(), Some((2500, 1)));
+        assert_eq!((store.digest(0), store.digest(2)), (Some(digests[0]), None));
+        // Nothing is held before the manifest is verified.
+        assert_eq!(held(&store).count(), 0);
+        // Beginning again (another source) starts from nothing.
+        store.begin_manifest(2500).unwrap();
+        assert_eq!(store.manifest_received(), Some((2500, 0)));
+        assert_eq!(store.digest(0), None);
+        filled(&store, &data, &[]);
+        assert!(!store.receiving_manifest() && store.has_file());
+        assert_eq!(store.manifest_received(), None);
+        assert_eq!(store.digest(2), Some(digests[2]));
     }
 
     #[test]

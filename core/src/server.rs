@@ -342,7 +342,10 @@ impl<'a> ServerSession<'a> {
                 }
                 Body::Digests { next, remaining } if remaining > 0 => {
                     let Some(digest) = self.config.store.digest(next) else {
-                        self.failed = Some(CloseReason::StoreFailed);
+                        // Not received yet: the rest follows as it arrives.
+                        if !self.config.store.receiving_manifest() {
+                            self.failed = Some(CloseReason::StoreFailed);
+                        }
                         break;
                     };
                     self.body = Body::Digests {
@@ -447,7 +450,8 @@ impl<'a> ServerSession<'a> {
     }
 
     fn judge(&self, request: Request) -> Answer {
-        if !self.config.store.has_file() && request != Request::PeerList {
+        let store = self.config.store;
+        if !store.has_file() && !store.receiving_manifest() && request != Request::PeerList {
             return Answer::NoFileYet;
         }
         if request == Request::BlockList
@@ -460,13 +464,15 @@ impl<'a> ServerSession<'a> {
             Request::Digest { start, end } => (start, end, true),
             _ => return Answer::Success(request),
         };
-        let store = self.config.store;
         let refusal = match BlockRange::new(start, end) {
             None => Refusal::Reversed,
             Some(range) if !self.geometry().contains(range) => Refusal::BeyondFile {
                 block_count: self.geometry().block_count(),
             },
-            Some(_) if digests && store.digest(start).is_none() => Refusal::NoManifest,
+            // Digests still being received are sent as they arrive.
+            Some(_) if digests && !store.receiving_manifest() && store.digest(start).is_none() => {
+                Refusal::NoManifest
+            }
             Some(range) if !digests && !store.holds(range) => Refusal::NotHeld,
             Some(_) => return Answer::Success(request),
         };
@@ -737,6 +743,48 @@ mod tests {
             answer(&plain, &[0x09, 0x00, 0x00, 0x00, 0x00]),
             b"\x06no manifest here: digests are not served\0"
         );
+    }
+
+    #[test]
+    fn a_node_receiving_its_manifest_passes_the_digests_on_as_they_arrive() {
+        use crate::flash_store::FlashStore;
+        use crate::manifest::{Digest, manifest_digest};
+        use crate::ram_flash::RamFlash;
+        let data = file();
+        let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+        let mut bytes = std::vec![0u8; 64 * 1024];
+        let id = manifest_digest(2500, &digests);
+        let store = FlashStore::<_, 4>::open(RamFlash::new(&mut bytes), id).unwrap();
+        // Before it knows the file's size: Peer Lists only.
+        let no_file = [b"\x7f", NO_FILE_YET_REASON.as_bytes(), b"\0"].concat();
+        assert_eq!(answer(&store, &[0x07]), no_file);
+        store.begin_manifest(2500).unwrap();
+        store.put_manifest_digest(2500, 0, &digests[0]).unwrap();
+        // The size it is fetching, nothing held, blocks refused.
+        assert_eq!(
+            answer(&store, &[0x07, 0x02]),
+            [0x08, 0x00, 0x00, 0x09, 0xc4, 0x03, 0x00, 0x00]
+        );
+        assert_eq!(
+            answer(&store, &[0x04, 0x00, 0x00, 0x00, 0x00]),
+            b"\x06blocks 0-0 are not all held here\0"
+        );
+        // Digests: those stored go out at once, the rest as they arrive.
+        let mut session = ServerSession::new(ServerConfig::new(&store, &PEERS), t(0));
+        let mut sent = exchange(&mut session, &[0x09, 0x00, 0x00, 0x00, 0x02], 4096);
+        assert_eq!(sent, [&[0x0a][..], &digests[0].0].concat());
+        assert!(session.wants_transmit(), "the rest is still owed");
+        store.put_manifest_digest(2500, 1, &digests[1]).unwrap();
+        sent.extend(exchange(&mut session, &[], 4096));
+        store.put_manifest_digest(2500, 2, &digests[2]).unwrap();
+        sent.extend(exchange(&mut session, &[0x07], 4096));
+        let mut expected = std::vec![0x0a];
+        digests
+            .iter()
+            .for_each(|d| expected.extend_from_slice(&d.0));
+        expected.extend_from_slice(&[0x08, 0x00, 0x00, 0x09, 0xc4]);
+        assert_eq!(sent, expected);
+        assert!(!session.wants_transmit());
     }
 
     #[test]

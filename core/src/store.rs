@@ -44,8 +44,18 @@ pub trait BlockStore {
         true
     }
 
+    /// Whether the store is still receiving its manifest, for a file of
+    /// [`file_size`](Self::file_size) bytes as the peer sending it claims: a server then
+    /// answers File Size and Block List Requests (nothing held), and sends digests as they
+    /// arrive ([`digest`](Self::digest) gives those stored so far), so nodes pass a manifest
+    /// on while they receive it (PROTOCOL.md 3.5).
+    fn receiving_manifest(&self) -> bool {
+        false
+    }
+
     /// The manifest's digest of `block`, for Digest Responses: `None` for a store without a
-    /// verified manifest, or for a block beyond the file.
+    /// verified manifest, or for a block beyond the file. While
+    /// [`receiving_manifest`](Self::receiving_manifest), the digests received so far.
     fn digest(&self, _block: u16) -> Option<Digest> {
         None
     }

@@ -192,6 +192,10 @@ impl<S: BlockStore + ?Sized, const B: usize> BlockStore for SuperSeed<'_, S, B> 
         self.store.has_file()
     }
 
+    fn receiving_manifest(&self) -> bool {
+        self.store.receiving_manifest()
+    }
+
     fn digest(&self, block: u16) -> Option<Digest> {
         self.store.digest(block)
     }
