@@ -75,6 +75,8 @@ pub struct Report {
     pub t_min_seconds: f64,
     /// Each node's completion time, seconds, in node order (`None`: never).
     pub completion: Vec<Option<f64>>,
+    /// When each node (first) verified its manifest, seconds, in node order.
+    pub manifest: Vec<Option<f64>>,
     /// Bytes the seed sent (all frames, headers included).
     pub bytes_from_seed: u64,
     pub frames: u64,
@@ -99,10 +101,12 @@ impl Report {
 
     /// The completion time below which `percent` of the nodes that completed did.
     pub fn percentile(&self, percent: f64) -> Option<f64> {
-        let mut times: Vec<f64> = self.completion.iter().flatten().copied().collect();
-        times.sort_by(f64::total_cmp);
-        let index = ((times.len() as f64 * percent / 100.0).ceil() as usize).max(1) - 1;
-        times.get(index).copied()
+        percentile(&self.completion, percent)
+    }
+
+    /// The time by which `percent` of the nodes that verified a manifest had it.
+    pub fn manifest_percentile(&self, percent: f64) -> Option<f64> {
+        percentile(&self.manifest, percent)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -121,6 +125,10 @@ impl Report {
                 "max": self.percentile(100.0),
             },
             "completion_per_node": self.completion,
+            "manifest_seconds": {
+                "p50": self.manifest_percentile(50.0),
+                "max": self.manifest_percentile(100.0),
+            },
             "frames": self.frames,
             "queue_drops": self.queue_drops,
             "lost": self.lost,
@@ -131,6 +139,14 @@ impl Report {
             "wall_seconds": self.wall_seconds,
         })
     }
+}
+
+/// The time below which `percent` of the `Some` times are.
+fn percentile(times: &[Option<f64>], percent: f64) -> Option<f64> {
+    let mut times: Vec<f64> = times.iter().flatten().copied().collect();
+    times.sort_by(f64::total_cmp);
+    let index = ((times.len() as f64 * percent / 100.0).ceil() as usize).max(1) - 1;
+    times.get(index).copied()
 }
 
 /// The test file: `len` bytes of a pattern from the seed.
@@ -278,6 +294,7 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
     }
     let mut log = Log::default();
     let mut completion: Vec<Option<f64>> = vec![None; total];
+    let mut manifest_at: Vec<Option<f64>> = vec![None; total];
     let mut peers_dropped = 0;
     let mut resets = 0;
     let mut images: Vec<Option<Vec<u8>>> = vec![None; total];
@@ -331,6 +348,12 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
                             completion[index] = Some(now as f64 / 1e6);
                         }
                         log.record(now, index, "complete");
+                    }
+                    NodeEvent::ManifestVerified => {
+                        if manifest_at[index].is_none() {
+                            manifest_at[index] = Some(now as f64 / 1e6);
+                        }
+                        log.record(now, index, "manifest verified");
                     }
                     NodeEvent::Dropped { peer, reason } => {
                         peers_dropped += 1;
@@ -392,6 +415,7 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
         },
         t_min_seconds: t_min(config),
         completion: completion.into_iter().skip(1).collect(),
+        manifest: manifest_at.into_iter().skip(1).collect(),
         bytes_from_seed: switch.stats.sent_bytes.first().copied().unwrap_or(0),
         frames: switch.stats.frames,
         queue_drops: switch.stats.queue_drops,

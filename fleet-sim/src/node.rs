@@ -110,6 +110,8 @@ pub fn ip_of(index: usize) -> [u8; 4] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
     Complete,
+    /// The node verified its manifest (and serves blocks from now on).
+    ManifestVerified,
     Dropped {
         peer: PeerAddr,
         reason: String,
@@ -250,6 +252,7 @@ impl Node {
                 store,
                 &mut |event| match event {
                     FetchEvent::Complete { .. } => events.push(NodeEvent::Complete),
+                    FetchEvent::ManifestVerified { .. } => events.push(NodeEvent::ManifestVerified),
                     FetchEvent::PeerDropped { peer, reason } => events.push(NodeEvent::Dropped {
                         peer,
                         reason: reason.to_string(),

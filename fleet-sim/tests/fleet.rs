@@ -37,6 +37,10 @@ fn sixteen_nodes_all_complete_well_ahead_of_client_server() {
         "{} broadcasts from 17 nodes",
         p2p.broadcasts
     );
+    // A node passes the manifest on while it receives it: the last of 16 has it 0.130 to
+    // 0.141 s in over seeds 1-6, 0.28 to 0.31 s when only verified manifests are served.
+    let last_manifest = p2p.manifest_percentile(100.0).unwrap_or(f64::MAX);
+    assert!(last_manifest < 0.2, "last manifest at {last_manifest} s");
     let client_server = fleet(FleetConfig {
         client_server: true,
         ..FleetConfig::default()
