@@ -1232,6 +1232,8 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             return;
         };
         if hasher.finish() != store.manifest_digest() {
+            // Not passed on any further, now that it is known to be wrong.
+            store.abandon_manifest();
             // From one peer, that peer lied; from two, either did: start again.
             if !mixed {
                 self.drop_peer(slot, DropReason::BadManifest, on_event);

@@ -198,6 +198,12 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         Ok(())
     }
 
+    /// Forgets the manifest being received, which did not hash to the manifest digest: it is
+    /// no longer served onward (until [`begin_manifest`](Self::begin_manifest) again).
+    pub fn abandon_manifest(&self) {
+        self.receiving.set(None);
+    }
+
     /// The manifest being received (its file size, as the peer sending it claims) and the
     /// digests of it stored so far, from block 0: what the node serves onward before the
     /// manifest is verified (PROTOCOL.md 3.5). `None` before it begins and once verified.
@@ -539,6 +545,10 @@ mod tests {
         assert_eq!((store.digest(0), store.digest(2)), (Some(digests[0]), None));
         // Nothing is held before the manifest is verified.
         assert_eq!(held(&store).count(), 0);
+        // One that did not verify is no longer served.
+        store.abandon_manifest();
+        assert!(!store.receiving_manifest());
+        assert_eq!((store.file_size(), store.digest(0)), (0, None));
         // Beginning again (another source) starts from nothing.
         store.begin_manifest(2500).unwrap();
         assert_eq!(store.manifest_received(), Some((2500, 0)));
