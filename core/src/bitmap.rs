@@ -67,6 +67,15 @@ impl<const B: usize> BlockBitmap<B> {
         }
     }
 
+    /// Whether some block of this set is not in `other`: a byte at a time, where asking
+    /// block by block would cost a call per block of the file.
+    pub fn any_missing_from<const C: usize>(&self, other: &BlockBitmap<C>) -> bool {
+        self.bits
+            .iter()
+            .enumerate()
+            .any(|(index, &byte)| byte & !other.bits.get(index).copied().unwrap_or(0) != 0)
+    }
+
     /// Whether every block of `range` is present.
     pub fn covers(&self, range: BlockRange) -> bool {
         (range.start()..=range.end()).all(|block| self.contains(block))
@@ -107,6 +116,20 @@ mod tests {
         assert!(!set.covers(BlockRange::new(0, 2).unwrap()));
         set.insert_range(BlockRange::new(28, 40).unwrap());
         assert_eq!(set.run_after(Some(10)), BlockRange::new(28, 31));
+    }
+
+    #[test]
+    fn a_set_knows_whether_another_lacks_any_of_it() {
+        let mut peer = BlockBitmap::<4>::new();
+        let mut held = BlockBitmap::<2>::new();
+        assert!(!peer.any_missing_from(&held), "an empty set lacks nothing");
+        peer.insert_range(BlockRange::new(3, 12).unwrap());
+        assert!(peer.any_missing_from(&held));
+        held.insert_range(BlockRange::new(0, 15).unwrap());
+        assert!(!peer.any_missing_from(&held));
+        // Beyond the smaller set's capacity, every block counts as lacking there.
+        peer.insert(20);
+        assert!(peer.any_missing_from(&held));
     }
 
     #[test]

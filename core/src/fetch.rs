@@ -978,6 +978,11 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if peer.claimed_size != Some(geometry.file_size()) {
             return;
         }
+        // Nothing to choose from this peer: skip the block-by-block search, which every poll
+        // would otherwise run over the whole file for it.
+        if !store.lacks_any(&peer.has) {
+            return;
+        }
         loop {
             let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
                 return;

@@ -188,6 +188,11 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         self.verified.borrow().contains(block)
     }
 
+    /// Whether `blocks` (what a peer holds) has any block not verified here.
+    pub fn lacks_any<const C: usize>(&self, blocks: &BlockBitmap<C>) -> bool {
+        blocks.any_missing_from(&self.verified.borrow())
+    }
+
     /// Prepares to receive the manifest of a `file_size`-byte file (as a peer claims): checks
     /// it fits and erases the manifest region.
     pub fn begin_manifest(&self, file_size: u32) -> Result<(), FillError> {
