@@ -95,6 +95,22 @@ fn peers<'a>(
         .collect()
 }
 
+/// `data` and peers serving it as `kinds` say, kept for the whole test, and the manifest
+/// digest a fetcher of it is given.
+fn swarm_of(
+    data: &[u8],
+    kinds: &[(Kind, &str)],
+) -> (
+    &'static [u8],
+    &'static [(PeerAddr, PeerStore<'static>)],
+    Digest,
+) {
+    let data: &'static [u8] = Box::leak(data.to_vec().into_boxed_slice());
+    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
+    let peers = Box::leak(peers(data, digests, kinds).into_boxed_slice());
+    (data, peers, manifest_digest(data.len() as u32, digests))
+}
+
 /// Moves bytes between a fetcher and one server session per connection, 1 ms a round.
 struct Swarm<'a> {
     peers: &'a [(PeerAddr, PeerStore<'a>)],
@@ -207,11 +223,7 @@ fn fill_with(
     kinds: &[(Kind, &str)],
     limit_ms: u64,
 ) -> (Option<Vec<u8>>, Swarm<'static>) {
-    let data: &'static [u8] = Box::leak(data.to_vec().into_boxed_slice());
-    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
-    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
-        Box::leak(peers(data, digests, kinds).into_boxed_slice());
-    let id = manifest_digest(data.len() as u32, digests);
+    let (data, peers, id) = swarm_of(data, kinds);
     let mut bytes = vec![0u8; 256 * 1024];
     let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
     let mut swarm = Swarm::new(peers);
@@ -373,13 +385,9 @@ fn a_lag_nobody_can_relieve_does_not_make_poll_at_spin() {
     // One peer, which stops sending part-way through the blocks: its connection lags, and with
     // no other peer to make way for, the next thing to wake for is the stall timeout.
     let data = file(40_000);
-    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
-    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
-    let kinds = [(Kind::StallsAfter(6_000), "0-39")];
-    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
-        Box::leak(peers(data, digests, &kinds).into_boxed_slice());
+    let (_, peers, id) = swarm_of(&data, &[(Kind::StallsAfter(6_000), "0-39")]);
     let mut bytes = vec![0u8; 256 * 1024];
-    let store = Store::open(RamFlash::new(&mut bytes), manifest_digest(40_000, digests)).unwrap();
+    let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
     let mut swarm = Swarm::new(peers);
     let mut fetcher = TestFetcher::new(patient(), &swarm.addrs(), Instant::from_millis(0));
     swarm.run(&mut fetcher, &store, 1_000);
@@ -411,11 +419,7 @@ fn an_empty_file_completes_with_its_manifest() {
 #[test]
 fn a_reset_resumes_from_the_store() {
     let data = file(30_000);
-    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
-    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
-    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
-        Box::leak(peers(data, digests, &[(Kind::Honest, "0-29")]).into_boxed_slice());
-    let id = manifest_digest(data.len() as u32, digests);
+    let (data, peers, id) = swarm_of(&data, &[(Kind::Honest, "0-29")]);
     let mut bytes = vec![0u8; 256 * 1024];
     let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
     let mut swarm = Swarm::new(peers);
@@ -518,11 +522,7 @@ mod arbitrary_responses {
 #[test]
 fn a_client_of_this_node_is_learnt_as_a_peer_at_the_default_port() {
     let data = file(20_000);
-    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
-    let digests: &'static [Digest] = Box::leak(digests(data).into_boxed_slice());
-    let peers: &'static [(PeerAddr, PeerStore<'static>)] =
-        Box::leak(peers(data, digests, &[(Kind::Honest, "0-19")]).into_boxed_slice());
-    let id = manifest_digest(data.len() as u32, digests);
+    let (data, peers, id) = swarm_of(&data, &[(Kind::Honest, "0-19")]);
     let mut bytes = vec![0u8; 256 * 1024];
     let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
     let mut swarm = Swarm::new(peers);
