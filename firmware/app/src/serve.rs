@@ -219,7 +219,8 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
                 let config = ServerConfig::new(store, settings::PEERS);
                 server = Some(Server::new(config, DEFAULT_PORT, sockets, buffers));
             }
-            let time = p2p_core::Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
+            let time =
+                p2p_core::Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
             let serve_at = server.as_mut().and_then(|server| {
                 server.poll(now, sockets, &mut |event| {
                     if let Some(ip) = event.client_ipv4() {
