@@ -539,3 +539,39 @@ fn a_client_of_this_node_is_learnt_as_a_peer_at_the_default_port() {
     assert!(store.is_complete());
     assert_eq!(stored(&store, data.len()), data);
 }
+
+#[test]
+fn a_peer_that_never_sends_its_block_list_makes_way_after_the_block_lag() {
+    let data = file(30_000);
+    let (_, honest_only, id) = swarm_of(&data, &[(Kind::Honest, "0-29")]);
+    // Twice as many peers as connections; all but one answer the greeting's Peer List (3
+    // bytes) and File Size (5), then never their Block List (a lost segment waiting out a
+    // retransmission timeout). The honest one is in every place of the order.
+    for honest in 0..8 {
+        let mut kinds = vec![(Kind::StallsAfter(8), "0-29"); 8];
+        kinds[honest] = (Kind::Honest, "0-29");
+        let (_, peers, _) = swarm_of(&data, &kinds);
+        let mut bytes = vec![0u8; 256 * 1024];
+        let store = Store::open(RamFlash::new(&mut bytes), id).unwrap();
+        // The manifest and a few blocks first, so that connections wait only on Block Lists.
+        let mut swarm = Swarm::new(honest_only);
+        let mut fetcher = TestFetcher::new(patient(), &swarm.addrs(), Instant::from_millis(0));
+        while store.verified_count() < 5 {
+            let limit = swarm.now + 1;
+            swarm.run(&mut fetcher, &store, limit);
+        }
+        let started = swarm.now;
+        let mut swarm = Swarm::new(peers);
+        swarm.now = started;
+        let mut fetcher =
+            TestFetcher::new(patient(), &swarm.addrs(), Instant::from_millis(started));
+        swarm.run(&mut fetcher, &store, started + 20_000);
+        assert!(store.is_complete(), "honest peer {honest}");
+        assert_eq!(stored(&store, data.len()), data);
+        assert!(
+            swarm.now - started < 1_000,
+            "honest peer {honest}: done {} ms after starting",
+            swarm.now - started
+        );
+    }
+}
