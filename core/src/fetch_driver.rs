@@ -2,7 +2,7 @@
 //! sockets, beside the server [`crate::driver::Server`] on the same interface, so one loop
 //! serves and fetches.
 
-use crate::driver::SocketBuffers;
+use crate::driver::{DriverEvent, SocketBuffers};
 use crate::fetch::{FetchEvent, Fetcher};
 use crate::flash_store::FlashStore;
 use crate::neighbors::{AskedNeighbors, Overhearing, request_neighbor};
@@ -38,6 +38,19 @@ pub struct FetchDriver<const C: usize> {
 
 fn protocol_time(now: NetInstant) -> Instant {
     Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0))
+}
+
+/// Hands `fetcher` the client a server event names ([`DriverEvent::client_ipv4`]) as a peer
+/// ([`Fetcher::client_seen`]): a node that serves and fetches calls it for every event of its
+/// server.
+pub fn learn_client<const P: usize, const C: usize, const B: usize, const K: usize>(
+    fetcher: &mut Fetcher<P, C, B, K>,
+    event: &DriverEvent,
+    now: NetInstant,
+) {
+    if let Some(ip) = event.client_ipv4() {
+        fetcher.client_seen(ip, protocol_time(now));
+    }
 }
 
 impl<const C: usize> FetchDriver<C> {

@@ -5,7 +5,7 @@
 use crate::switch::{Micros, mac_of};
 use p2p_core::driver::{LISTENERS, Server, SocketBuffers};
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
-use p2p_core::fetch_driver::FetchDriver;
+use p2p_core::fetch_driver::{FetchDriver, learn_client};
 use p2p_core::flash_store::FlashStore;
 use p2p_core::ram_flash::RamFlash;
 use p2p_core::server::ServerConfig;
@@ -275,12 +275,9 @@ impl Node {
                 self.server = Some(server);
             }
             let fetcher = &mut self.fetcher;
-            let millis = Instant::from_millis(now / 1000);
             let serve_at = self.server.as_mut().and_then(|server| {
                 server.poll(at, &mut self.sockets, &mut |event| {
-                    if let Some(ip) = event.client_ipv4() {
-                        fetcher.client_seen(ip, millis);
-                    }
+                    learn_client(fetcher, &event, at);
                 })
             });
             if self.server.as_ref().is_none_or(|server| !server.listing()) {

@@ -6,7 +6,7 @@ use crate::file_flash::FileFlash;
 use crate::tap_server::{SOCKETS, Service, log_event, protocol_server, tune};
 use p2p_core::driver::{Server, SocketBuffers};
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
-use p2p_core::fetch_driver::FetchDriver;
+use p2p_core::fetch_driver::{FetchDriver, learn_client};
 use p2p_core::flash_store::FlashStore;
 use p2p_core::{Duration, Instant, PeerAddr};
 use smoltcp::iface::SocketSet;
@@ -109,12 +109,9 @@ pub fn service<'a, D: Device>(
             server = Some(protocol_server(sockets, args, store, listed, idle));
             log::info!("serving on port {} (verified blocks only)", args.port);
         }
-        let time = Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
         let serve_at = server.as_mut().and_then(|server| {
             server.poll(now, sockets, &mut |event| {
-                if let Some(ip) = event.client_ipv4() {
-                    fetcher.client_seen(ip, time);
-                }
+                learn_client(&mut fetcher, &event, now);
                 log_event(event);
             })
         });

@@ -7,7 +7,7 @@ use crate::{sleep, stack};
 use embedded_storage::nor_flash::NorFlash;
 use p2p_core::driver::{DriverEvent, Ended, LISTENERS, Server, SocketBuffers};
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
-use p2p_core::fetch_driver::FetchDriver;
+use p2p_core::fetch_driver::{FetchDriver, learn_client};
 use p2p_core::flash_store::FlashStore;
 use p2p_core::server::{ServerConfig, SessionEvent};
 use p2p_core::{BlockRanges, DEFAULT_PORT, PeerAddr, SliceStore};
@@ -219,13 +219,9 @@ fn serve_filling<B: Board>(board: &mut B, store: &FillStore<B::Storage>) -> ! {
                 let config = ServerConfig::new(store, settings::PEERS);
                 server = Some(Server::new(config, DEFAULT_PORT, sockets, buffers));
             }
-            let time =
-                p2p_core::Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0));
             let serve_at = server.as_mut().and_then(|server| {
                 server.poll(now, sockets, &mut |event| {
-                    if let Some(ip) = event.client_ipv4() {
-                        fetcher.client_seen(ip, time);
-                    }
+                    learn_client(&mut fetcher, &event, now);
                     log(event);
                 })
             });
