@@ -109,11 +109,12 @@ pub struct Server<'a, const N: usize> {
 }
 
 /// Protocol time from the network stack's clock.
-fn protocol_time(now: NetInstant) -> Instant {
+pub(crate) fn protocol_time(now: NetInstant) -> Instant {
     Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0))
 }
 
-fn network_time(at: Instant) -> NetInstant {
+/// The network stack's clock at a protocol time.
+pub(crate) fn network_time(at: Instant) -> NetInstant {
     NetInstant::from_millis(i64::try_from(at.millis()).unwrap_or(i64::MAX))
 }
 

@@ -2,7 +2,7 @@
 //! sockets, beside the server [`crate::driver::Server`] on the same interface, so one loop
 //! serves and fetches.
 
-use crate::driver::{DriverEvent, SocketBuffers};
+use crate::driver::{DriverEvent, SocketBuffers, network_time, protocol_time};
 use crate::fetch::{FetchEvent, Fetcher};
 use crate::flash_store::FlashStore;
 use crate::neighbors::{AskedNeighbors, Overhearing, request_neighbor};
@@ -34,10 +34,6 @@ pub struct FetchDriver<const C: usize> {
     links: [Link; C],
     next_port: u16,
     asked: AskedNeighbors,
-}
-
-fn protocol_time(now: NetInstant) -> Instant {
-    Instant::from_millis(u64::try_from(now.total_millis()).unwrap_or(0))
 }
 
 /// Hands `fetcher` the client a server event names ([`DriverEvent::client_ipv4`]) as a peer
@@ -197,9 +193,7 @@ impl<const C: usize> FetchDriver<C> {
                 Err(_) => fetcher.closed(slot, time),
             }
         }
-        fetcher
-            .poll_at()
-            .map(|at| NetInstant::from_millis(i64::try_from(at.millis()).unwrap_or(i64::MAX)))
+        fetcher.poll_at().map(network_time)
     }
 }
 
