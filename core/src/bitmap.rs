@@ -76,6 +76,20 @@ impl<const B: usize> BlockBitmap<B> {
             .any(|(index, &byte)| byte & !other.bits.get(index).copied().unwrap_or(0) != 0)
     }
 
+    /// Whether every block below `count` is in this set or in `other`, a byte at a time.
+    pub fn covers_first_with<const C: usize>(&self, other: &BlockBitmap<C>, count: u32) -> bool {
+        let count = count.min(Self::CAPACITY);
+        let whole = (count / 8) as usize;
+        let full = self
+            .bits
+            .iter()
+            .zip(other.bits.iter().chain(core::iter::repeat(&0)));
+        let mut bytes = full.map(|(&a, &b)| a | b);
+        let whole_ok = bytes.by_ref().take(whole).all(|byte| byte == 0xFF);
+        let tail_mask = (1u16 << (count % 8)) as u8 - 1;
+        whole_ok && bytes.next().unwrap_or(0) & tail_mask == tail_mask
+    }
+
     /// Whether every block of `range` is present.
     pub fn covers(&self, range: BlockRange) -> bool {
         (range.start()..=range.end()).all(|block| self.contains(block))
@@ -130,6 +144,34 @@ mod tests {
         // Beyond the smaller set's capacity, every block counts as lacking there.
         peer.insert(20);
         assert!(peer.any_missing_from(&held));
+    }
+
+    #[test]
+    fn two_sets_together_cover_the_first_blocks_or_not() {
+        let mut verified = BlockBitmap::<4>::new();
+        let mut asked = BlockBitmap::<2>::new();
+        assert!(
+            verified.covers_first_with(&asked, 0),
+            "no blocks: nothing to cover"
+        );
+        assert!(!verified.covers_first_with(&asked, 1));
+        verified.insert_range(BlockRange::new(0, 6).unwrap());
+        assert!(!verified.covers_first_with(&asked, 11));
+        asked.insert_range(BlockRange::new(7, 9).unwrap());
+        assert!(
+            !verified.covers_first_with(&asked, 11),
+            "block 10 is in neither"
+        );
+        assert!(verified.covers_first_with(&asked, 10));
+        // Blocks from `count` on do not matter, nor does the smaller set's capacity.
+        verified.insert(10);
+        assert!(verified.covers_first_with(&asked, 11));
+        verified.insert_range(BlockRange::new(11, 31).unwrap());
+        assert!(verified.covers_first_with(&asked, 32));
+        assert!(
+            verified.covers_first_with(&asked, 40),
+            "counted up to the capacity"
+        );
     }
 
     #[test]

@@ -193,6 +193,16 @@ impl<F: NorFlash, const B: usize> FlashStore<F, B> {
         blocks.any_missing_from(&self.verified.borrow())
     }
 
+    /// Whether every block of the file is verified or in `asked` (blocks requested and not yet
+    /// received): then nothing is left to ask for that is not already coming.
+    pub fn all_verified_or_in<const C: usize>(&self, asked: &BlockBitmap<C>) -> bool {
+        self.geometry().is_some_and(|geometry| {
+            self.verified
+                .borrow()
+                .covers_first_with(asked, geometry.block_count())
+        })
+    }
+
     /// Prepares to receive the manifest of a `file_size`-byte file (as a peer claims): checks
     /// it fits and erases the manifest region.
     pub fn begin_manifest(&self, file_size: u32) -> Result<(), FillError> {

@@ -118,6 +118,10 @@ struct Swarm<'a> {
     links: Vec<Option<(usize, ServerSession<'a>, usize)>>,
     now: u64,
     events: Vec<FetchEvent>,
+    /// Bytes every server session has sent.
+    served: usize,
+    /// Every Block Request sent, as (start, end).
+    block_requests: Vec<(u16, u16)>,
 }
 
 impl<'a> Swarm<'a> {
@@ -127,6 +131,8 @@ impl<'a> Swarm<'a> {
             links: (0..4).map(|_| None).collect(),
             now: 0,
             events: Vec::new(),
+            served: 0,
+            block_requests: Vec::new(),
         }
     }
 
@@ -156,6 +162,7 @@ impl<'a> Swarm<'a> {
                 let kind = peers[*index].1.kind;
                 let mut out = [0u8; 512];
                 let len = fetcher.transmit(slot, &mut out, now, store);
+                self.block_requests.extend(block_requests_in(&out[..len]));
                 if !matches!(kind, Kind::Silent | Kind::Unreachable) {
                     let used = session.receive(&out[..len], now, &mut |_| {});
                     assert_eq!(used, len, "the test server keeps up");
@@ -166,6 +173,7 @@ impl<'a> Swarm<'a> {
                     };
                     let len = session.transmit(&mut back[..room], now);
                     *sent += len;
+                    self.served += len;
                     let used =
                         fetcher.receive(slot, &back[..len], now, store, &mut |e| events.push(e));
                     assert!(used == len || fetcher.wants_close(slot));
@@ -194,6 +202,23 @@ impl<'a> Swarm<'a> {
             })
             .collect()
     }
+}
+
+/// The Block Requests among `requests` (whole requests, as the fetcher sends them).
+fn block_requests_in(mut requests: &[u8]) -> Vec<(u16, u16)> {
+    let mut found = Vec::new();
+    while let Some(&kind) = requests.first() {
+        let len = match kind {
+            0x04 | 0x09 => 5,
+            _ => 1,
+        };
+        if kind == 0x04 {
+            let field = |at: usize| u16::from_be_bytes([requests[at], requests[at + 1]]);
+            found.push((field(1), field(3)));
+        }
+        requests = &requests[len..];
+    }
+    found
 }
 
 fn stored(store: &Store<'_>, len: usize) -> Vec<u8> {
@@ -574,4 +599,50 @@ fn a_peer_that_never_sends_its_block_list_makes_way_after_the_block_lag() {
             swarm.now - started
         );
     }
+}
+
+#[test]
+fn blocks_are_not_asked_twice_while_others_wait_to_be_asked() {
+    // The first two peers run out of blocks to offer early; their connections must not ask
+    // for blocks already coming from the other while the third's are still to be asked for.
+    let data = file(200 * 1024);
+    let (got, swarm) = fill(
+        &data,
+        &[
+            (Kind::Honest, "0-49"),
+            (Kind::Honest, "0-49"),
+            (Kind::Honest, "50-199"),
+        ],
+        20_000,
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    // The file, its 200 digests, and under a block's worth of small answers (lists, file
+    // sizes, headers): no block twice (asking for those sent 4 blocks again).
+    let manifest = 200 * 32;
+    assert!(
+        swarm.served < data.len() + manifest + 1024,
+        "{} bytes served for a {}-byte file",
+        swarm.served,
+        data.len()
+    );
+}
+
+#[test]
+fn blocks_are_asked_for_in_whole_aligned_pieces() {
+    // 202 blocks: 50 pieces of 4 and a last one of 2.
+    let data = file(202 * 1024 - 100);
+    let config = FetchConfig {
+        max_run: 4,
+        ..config()
+    };
+    let (got, swarm) = fill_with(config, &data, &[(Kind::Honest, "0-201")], 20_000);
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    let mut asked = swarm.block_requests.clone();
+    asked.sort_unstable();
+    let pieces: Vec<(u16, u16)> = (0..51).map(|p| (p * 4, (p * 4 + 3).min(201))).collect();
+    assert_eq!(asked, pieces, "one request a piece, each piece once");
+    assert_ne!(
+        swarm.block_requests, pieces,
+        "pieces are taken in this node's own order, not the file's"
+    );
 }
