@@ -78,16 +78,12 @@ impl<const B: usize> BlockBitmap<B> {
 
     /// Whether every block below `count` is in this set or in `other`, a byte at a time.
     pub fn covers_first_with<const C: usize>(&self, other: &BlockBitmap<C>, count: u32) -> bool {
-        let count = count.min(Self::CAPACITY);
-        let whole = (count / 8) as usize;
-        let full = self
-            .bits
-            .iter()
-            .zip(other.bits.iter().chain(core::iter::repeat(&0)));
-        let mut bytes = full.map(|(&a, &b)| a | b);
-        let whole_ok = bytes.by_ref().take(whole).all(|byte| byte == 0xFF);
+        let count = count.min(Self::CAPACITY) as usize;
+        let byte = |index: usize| {
+            self.bits.get(index).copied().unwrap_or(0) | other.bits.get(index).copied().unwrap_or(0)
+        };
         let tail_mask = (1u16 << (count % 8)) as u8 - 1;
-        whole_ok && bytes.next().unwrap_or(0) & tail_mask == tail_mask
+        (0..count / 8).all(|index| byte(index) == 0xFF) && byte(count / 8) & tail_mask == tail_mask
     }
 
     /// Whether every block of `range` is present.
