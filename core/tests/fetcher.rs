@@ -193,6 +193,14 @@ impl<'a> Swarm<'a> {
         }
     }
 
+    /// Runs a millisecond at a time until `count` blocks are verified: part of a fill.
+    fn run_until_verified(&mut self, fetcher: &mut TestFetcher, store: &Store<'_>, count: u32) {
+        while store.verified_count() < count {
+            let limit = self.now + 1;
+            self.run(fetcher, store, limit);
+        }
+    }
+
     fn dropped(&self) -> Vec<(PeerAddr, DropReason)> {
         self.events
             .iter()
@@ -450,10 +458,7 @@ fn a_reset_resumes_from_the_store() {
     let mut swarm = Swarm::new(peers);
     let mut fetcher = TestFetcher::new(config(), &swarm.addrs(), Instant::from_millis(0));
     // Long enough for the manifest and some blocks, not for all.
-    while store.verified_count() < 10 {
-        let limit = swarm.now + 1;
-        swarm.run(&mut fetcher, &store, limit);
-    }
+    swarm.run_until_verified(&mut fetcher, &store, 10);
     let before = store.verified_count();
     assert!(before < 30);
     drop(fetcher);
@@ -581,10 +586,7 @@ fn a_peer_that_never_sends_its_block_list_makes_way_after_the_block_lag() {
         // The manifest and a few blocks first, so that connections wait only on Block Lists.
         let mut swarm = Swarm::new(honest_only);
         let mut fetcher = TestFetcher::new(patient(), &swarm.addrs(), Instant::from_millis(0));
-        while store.verified_count() < 5 {
-            let limit = swarm.now + 1;
-            swarm.run(&mut fetcher, &store, limit);
-        }
+        swarm.run_until_verified(&mut fetcher, &store, 5);
         let started = swarm.now;
         let mut swarm = Swarm::new(peers);
         swarm.now = started;
