@@ -18,6 +18,8 @@
 //! - [`fetch`]: the fetcher, filling a [`flash_store::FlashStore`] from many peers at once.
 //! - `driver` (feature `smoltcp`): serving a pool of smoltcp TCP sockets.
 //! - `fetch_driver` (feature `smoltcp`): the fetcher's connections as smoltcp client sockets.
+//! - `egress` (feature `smoltcp`): a node's own requests and ACKs ahead of the data it serves,
+//!   and its served connections in turn, when its link is what frames wait for.
 //! - `neighbors` (feature `smoltcp`): ARP beyond smoltcp's own: asking for a peer at once,
 //!   and learning the address of every known peer whose ARP request is overheard.
 //! - `io` (features `embedded-io`, `embedded-io-async`): serving and requesting over any
@@ -40,6 +42,8 @@ pub mod bitmap;
 pub mod client;
 #[cfg(feature = "smoltcp")]
 pub mod driver;
+#[cfg(feature = "smoltcp")]
+pub mod egress;
 pub mod fetch;
 #[cfg(feature = "smoltcp")]
 pub mod fetch_driver;

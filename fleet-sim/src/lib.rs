@@ -305,7 +305,7 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
         for to in switch.advance(now) {
             while let Some(frame) = switch.receive(to) {
                 if let Some(node) = nodes[to].as_mut() {
-                    node.port.inbox.push_back(frame);
+                    node.egress.link_mut().inbox.push_back(frame);
                 }
             }
         }
@@ -334,12 +334,23 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
         }
         for (index, slot) in nodes.iter_mut().enumerate() {
             let Some(node) = slot.as_mut() else { continue };
-            if node.port.inbox.is_empty() && node.next_poll > now {
+            if node.egress.link().inbox.is_empty() && node.next_poll > now {
                 continue;
             }
+            node.egress.link_mut().wire_idle = switch.uplink_free_at(index) <= now;
             node.poll(now);
-            for frame in node.port.outbox.drain(..) {
+            for frame in node.egress.link_mut().outbox.drain(..) {
                 switch.send(now, index, frame);
+            }
+            if node.egress.pending() {
+                // The NIC's transmit-complete: the next frame goes when the wire is free. A
+                // full queue leaves frames in the sockets, which smoltcp would retry at once.
+                let free = switch.uplink_free_at(index).max(now + 1);
+                node.next_poll = if node.egress.is_full() {
+                    free
+                } else {
+                    node.next_poll.min(free)
+                };
             }
             for event in node.events.drain(..) {
                 match event {

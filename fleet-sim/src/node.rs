@@ -4,6 +4,7 @@
 
 use crate::switch::{Micros, mac_of};
 use p2p_core::driver::{LISTENERS, Server, SocketBuffers};
+use p2p_core::egress::FairEgress;
 use p2p_core::fetch::{FetchConfig, FetchEvent, Fetcher};
 use p2p_core::fetch_driver::{FetchDriver, learn_client};
 use p2p_core::flash_store::FlashStore;
@@ -37,6 +38,10 @@ const SERVE_TX: usize = 16 * 1024;
 const FETCH_RX: usize = 8 * 1024;
 const FETCH_TX: usize = 512;
 
+/// Frames a node's transmit queue holds: more than its sockets have in flight at once (four
+/// served 8 KiB windows and its own requests and ACKs), so that it is seldom full.
+const EGRESS_FRAMES: usize = 64;
+
 type NodeStore = FlashStore<RamFlash<'static>, BITMAP_BYTES>;
 type Served = SuperSeed<'static, NodeStore, BITMAP_BYTES>;
 type NodeFetcher = Fetcher<KNOWN_PEERS, FETCHES, BITMAP_BYTES, BLOCK_BUFFER>;
@@ -46,6 +51,9 @@ type NodeFetcher = Fetcher<KNOWN_PEERS, FETCHES, BITMAP_BYTES, BLOCK_BUFFER>;
 pub struct Port {
     pub inbox: VecDeque<Vec<u8>>,
     pub outbox: Vec<Vec<u8>>,
+    /// Whether the uplink is idle and takes a frame: a NIC hands the wire one frame at a
+    /// time, and what it cannot send yet waits in the node's [`FairEgress`].
+    pub wire_idle: bool,
 }
 
 pub struct PortRx(Vec<u8>);
@@ -76,6 +84,9 @@ impl phy::Device for Port {
     }
 
     fn transmit(&mut self, _: NetInstant) -> Option<PortTx<'_>> {
+        if !core::mem::take(&mut self.wire_idle) {
+            return None;
+        }
         Some(PortTx(&mut self.outbox))
     }
 
@@ -124,7 +135,8 @@ pub enum NodeEvent {
 /// One incarnation of a node (a reset makes a new one over the same flash).
 pub struct Node {
     pub index: usize,
-    pub port: Port,
+    /// The switch port, behind the node's transmit queue.
+    pub egress: Box<FairEgress<Port, EGRESS_FRAMES>>,
     iface: Interface,
     sockets: SocketSet<'static>,
     server: Option<Server<'static, SOCKETS>>,
@@ -168,7 +180,10 @@ impl Node {
             .is_complete()
             .then(|| &*Box::leak(Box::new(SuperSeed::new(store))));
         let mac = mac_of(index);
-        let mut port = Port::default();
+        let mut port = Port {
+            wire_idle: true,
+            ..Port::default()
+        };
         let mut config = Config::new(EthernetAddress(mac).into());
         config.random_seed = index as u64 + 1;
         let at = NetInstant::from_micros(now as i64);
@@ -200,7 +215,7 @@ impl Node {
         let fetcher = Box::new(NodeFetcher::new(fetch_config, peers, millis));
         Self {
             index,
-            port,
+            egress: Box::new(FairEgress::new(port, DEFAULT_PORT)),
             iface,
             sockets,
             server: None,
@@ -239,14 +254,17 @@ impl Node {
         let events = &mut self.events;
         let mut next: Option<NetInstant> = None;
         for _ in 0..32 {
+            self.egress.flush(at);
             let fetcher = &self.fetcher;
             let known = |ip| fetcher.knows_host(ip);
-            let mut device = self.driver.overhearing(&mut self.port, &self.iface, &known);
+            let mut device = self
+                .driver
+                .overhearing(&mut *self.egress, &self.iface, &known);
             let polled = self.iface.poll(at, &mut device, &mut self.sockets);
             let fetch_at = self.driver.poll(
                 at,
                 &mut self.iface,
-                &mut self.port,
+                &mut *self.egress,
                 &mut self.sockets,
                 &mut self.fetcher,
                 store,
@@ -294,6 +312,7 @@ impl Node {
                 break;
             }
         }
+        self.egress.flush(at);
         self.next_poll = next.map_or(Micros::MAX, |t| t.total_micros().max(0) as Micros);
     }
 }

@@ -128,6 +128,11 @@ impl Switch {
         }
     }
 
+    /// When node `from`'s uplink has sent everything it was given.
+    pub fn uplink_free_at(&self, from: usize) -> Micros {
+        self.up_free.get(from).copied().unwrap_or(0)
+    }
+
     /// The earliest pending event's time.
     pub fn next_event(&self) -> Option<Micros> {
         self.events.peek().map(|Reverse(event)| event.at)
