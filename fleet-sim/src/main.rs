@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use fleet_sim::{FleetConfig, run};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 /// Simulate a fleet of p2p-blocks nodes filling from one seed, and compare the time to the
@@ -79,10 +79,10 @@ fn main() -> ExitCode {
     if tty {
         eprintln!();
     }
-    if args.json {
-        println!("{}", report.to_json());
+    let summary = if args.json {
+        report.to_json().to_string()
     } else {
-        println!(
+        format!(
             "{} of {} nodes complete in {:.2} s simulated (minimum {:.2} s: {:.2}x), {:.1} s of wall time",
             report.completed,
             report.nodes,
@@ -90,7 +90,12 @@ fn main() -> ExitCode {
             report.t_min_seconds,
             report.t_over_tmin(),
             report.wall_seconds
-        );
+        )
+    };
+    // Not println!, which panics when stdout is gone (`fleet-sim ... | head -c 10`).
+    if let Err(error) = writeln!(std::io::stdout(), "{summary}") {
+        eprintln!("fleet-sim: writing the result: {error}");
+        return ExitCode::FAILURE;
     }
     if report.completed == report.nodes {
         ExitCode::SUCCESS
