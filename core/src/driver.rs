@@ -22,6 +22,9 @@ pub const LISTENERS: usize = 2;
 
 /// How long a connection refused as busy may take to close before it is reset.
 const BUSY_LINGER: Duration = Duration::from_millis(1000);
+/// How long a served connection may be quiet before a TCP keep-alive probe asks whether the
+/// client is still there.
+const KEEP_ALIVE: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(1000);
 
 /// What the driver saw, for the caller's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +137,10 @@ impl<'a, const N: usize> Server<'a, N> {
             );
             // Responses are written whole; waiting to coalesce small ones only adds delay.
             socket.set_nagle_enabled(false);
+            // A client that went away without its reset arriving (a lost frame) would hold the
+            // slot until the idle timeout; a probe on a quiet connection draws the reset
+            // from the client's stack, which has no such connection any more.
+            socket.set_keep_alive(Some(KEEP_ALIVE));
             Slot {
                 handle: sockets.add(socket),
                 state: SlotState::Idle,
@@ -592,6 +599,33 @@ mod tests {
             net.exchange(second, &[0x07], &[Request::FileSize]),
             ["Error(\"server busy: too many connections; try again later\")"]
         );
+    }
+
+    #[test]
+    fn a_client_gone_without_its_reset_frees_its_slot_within_the_keep_alive() {
+        let data = data();
+        let store = SliceStore::<1>::new(&data).unwrap();
+        let mut storage: [SocketStorage; 6] = Default::default();
+        let mut net = Net::new(&store, &mut storage);
+        let client = net.connect(40310);
+        net.run(5);
+        let seen = net.exchange(client, &[0x07], &[Request::FileSize]);
+        assert_eq!(seen, ["FileSize(3000)"]);
+        // Quiet, everything acknowledged.
+        net.run(50);
+        assert_eq!(net.server.serving(), 1);
+        // The client's stack forgets the connection and no reset reaches the server (it was
+        // lost, or the client rebooted): only the keep-alive probe draws one.
+        net.sockets.remove(client);
+        net.run(800);
+        assert_eq!(
+            net.server.serving(),
+            1,
+            "a quiet second is not yet a dead client"
+        );
+        net.run(300);
+        assert_eq!(net.server.serving(), 0, "{:?}", net.events);
+        assert_eq!(listening(&net), 3);
     }
 
     #[test]
