@@ -7,7 +7,7 @@
 //! 64 simulated nodes took 1.77x the minimum distribution time that way. [`FairEgress`] holds
 //! the frames its link cannot take yet and hands them on in this order: first every frame
 //! that is not served data (requests, ACKs and ARP of the node's own connections), then the
-//! served connections' frames one connection at a time, in turn (1.64x). A connection's own
+//! served connections' frames one connection at a time, in turn (1.63x). A connection's own
 //! frames keep their order, so TCP sees nothing reordered.
 //!
 //! It copies frames, so it costs `FRAMES` full frames of RAM: sized for hosts and the fleet
