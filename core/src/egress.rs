@@ -121,13 +121,23 @@ impl<D: Device, const FRAMES: usize> FairEgress<D, FRAMES> {
         let flow = after_last.or_else(|| flows().min())?;
         oldest(Some(flow))
     }
+}
 
-    fn free_slot(&mut self) -> Option<(&mut Option<Queued>, u64)> {
-        let seq = self.next_seq;
-        let slot = self.slots.iter_mut().find(|slot| slot.is_none())?;
-        self.next_seq += 1;
-        Some((slot, seq))
-    }
+/// A token that writes the next frame into a free slot of `slots`, numbered from `next_seq`;
+/// `None` when every slot is taken.
+fn free_slot<'a>(
+    slots: &'a mut [Option<Queued>],
+    next_seq: &mut u64,
+    serve_port: u16,
+) -> Option<SlotTx<'a>> {
+    let slot = slots.iter_mut().find(|slot| slot.is_none())?;
+    let seq = *next_seq;
+    *next_seq += 1;
+    Some(SlotTx {
+        slot,
+        seq,
+        serve_port,
+    })
 }
 
 /// The served connection a frame belongs to, if it is TCP from `serve_port` over IPv4.
@@ -178,35 +188,21 @@ impl<D: Device, const FRAMES: usize> Device for FairEgress<D, FRAMES> {
         Self: 'a;
 
     fn receive(&mut self, now: NetInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let serve_port = self.serve_port;
-        let seq = self.next_seq;
         let Self {
             link,
+            serve_port,
             slots,
             next_seq,
             ..
         } = self;
-        let slot = slots.iter_mut().find(|slot| slot.is_none())?;
+        // A reply needs a slot: without one the frame stays with the link.
+        let reply = free_slot(slots, next_seq, *serve_port)?;
         let (rx, _) = link.receive(now)?;
-        *next_seq += 1;
-        Some((
-            rx,
-            SlotTx {
-                slot,
-                seq,
-                serve_port,
-            },
-        ))
+        Some((rx, reply))
     }
 
     fn transmit(&mut self, _now: NetInstant) -> Option<Self::TxToken<'_>> {
-        let serve_port = self.serve_port;
-        let (slot, seq) = self.free_slot()?;
-        Some(SlotTx {
-            slot,
-            seq,
-            serve_port,
-        })
+        free_slot(&mut self.slots, &mut self.next_seq, self.serve_port)
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
