@@ -648,3 +648,144 @@ fn blocks_are_asked_for_in_whole_aligned_pieces() {
         "pieces are taken in this node's own order, not the file's"
     );
 }
+
+/// A node in [`a_relay_that_passed_on_a_liars_manifest_costs_its_client_a_restart_only`]:
+/// a fetcher over its own store, and the server sessions of its connections.
+struct Filler<'a> {
+    fetcher: TestFetcher,
+    store: &'a Store<'a>,
+    links: Vec<Option<(PeerAddr, ServerSession<'a>)>>,
+    events: Vec<FetchEvent>,
+}
+
+impl<'a> Filler<'a> {
+    /// A node over `store` that knows `peers`; `start_hint` sets its block order apart.
+    fn new(store: &'a Store<'a>, peers: &[PeerAddr], start_hint: u32) -> Self {
+        let config = FetchConfig {
+            start_hint,
+            ..config()
+        };
+        Self {
+            fetcher: TestFetcher::new(config, peers, Instant::from_millis(0)),
+            store,
+            links: (0..4).map(|_| None).collect(),
+            events: Vec::new(),
+        }
+    }
+
+    /// One millisecond: connects where the fetcher asks, moves up to 512 bytes of requests
+    /// and 700 of answers on each connection. `server` gives a peer's store and Peer List.
+    fn step(&mut self, now: Instant, server: &dyn Fn(PeerAddr) -> ServerConfig<'a>) {
+        let events = &mut self.events;
+        self.fetcher.poll(now, self.store, &mut |e| events.push(e));
+        while let Some((slot, addr)) = self.fetcher.poll_connect(now) {
+            self.links[slot] = Some((addr, ServerSession::new(server(addr), now)));
+            self.fetcher.connected(slot, now);
+        }
+        for slot in 0..self.links.len() {
+            let Some((_, session)) = self.links[slot].as_mut() else {
+                continue;
+            };
+            let mut out = [0u8; 512];
+            let len = self.fetcher.transmit(slot, &mut out, now, self.store);
+            assert_eq!(session.receive(&out[..len], now, &mut |_| {}), len);
+            let mut back = [0u8; 700];
+            let len = session.transmit(&mut back, now);
+            let store = self.store;
+            let used = self
+                .fetcher
+                .receive(slot, &back[..len], now, store, &mut |e| events.push(e));
+            let ended = session.poll_timeouts(now).is_some() && !session.wants_transmit();
+            assert!(used == len || self.fetcher.wants_close(slot) || ended);
+            if ended || self.fetcher.wants_close(slot) {
+                self.fetcher.closed(slot, now);
+                self.links[slot] = None;
+            }
+        }
+        self.store.publish();
+    }
+
+    fn dropped(&self, peer: PeerAddr) -> Option<DropReason> {
+        self.events.iter().find_map(|e| match e {
+            FetchEvent::PeerDropped { peer: p, reason } if *p == peer => Some(*reason),
+            _ => None,
+        })
+    }
+}
+
+/// A relay passes a manifest on while it receives it (PROTOCOL.md 3.5). Here the relay gets
+/// it from a liar, and its client gets it from the relay: the relay finds the lie when the
+/// last digest is in, drops the liar, stops passing the manifest on (which ends its client's
+/// Digest Response) and fetches it again from the honest peer the liar listed. The client,
+/// part-way through the wrong digests, starts again from the honest peer without blaming the
+/// relay, and still fetches blocks from it once the relay has the file. Both end with the
+/// right file, and neither ever trusts a wrong digest.
+#[test]
+fn a_relay_that_passed_on_a_liars_manifest_costs_its_client_a_restart_only() {
+    // 400 blocks: 12.8 KB of digests at 700 bytes a millisecond, so the relay is still
+    // receiving the liar's manifest when its client asks it.
+    let data = file(400 * 1024);
+    let (data, peers, id) = swarm_of(
+        &data,
+        &[(Kind::WrongDigests, "0-399"), (Kind::Honest, "0-399")],
+    );
+    let (liar, honest) = (peers[0].0, peers[1].0);
+    let relay_addr = PeerAddr::new([10, 0, 0, 30], 8888);
+    let store = || -> &'static Store<'static> {
+        Box::leak(Box::new(
+            Store::open(RamFlash::new(vec![0u8; 1024 * 1024].leak()), id).unwrap(),
+        ))
+    };
+    let (relay_store, client_store) = (store(), store());
+    // The liar lists the honest peer, and so does the relay; the client knows only the relay.
+    let lists: &'static [PeerAddr] = Box::leak(Box::new([honest]));
+    let server = |addr: PeerAddr| -> ServerConfig<'static> {
+        if addr == relay_addr {
+            return ServerConfig::new(relay_store, lists);
+        }
+        let (_, store) = peers.iter().find(|(a, _)| *a == addr).unwrap();
+        ServerConfig::new(store, if addr == liar { lists } else { &[] })
+    };
+    let mut relay = Filler::new(relay_store, &[liar], 0);
+    let mut client = Filler::new(client_store, &[relay_addr], 7919);
+    let mut relayed_before_the_lie_was_found = 0;
+    for ms in 0..10_000 {
+        let now = Instant::from_millis(ms);
+        relay.step(now, &server);
+        if ms >= 3 {
+            client.step(now, &server);
+        }
+        if relay.dropped(liar).is_none()
+            && let Some((_, digests)) = client_store.manifest_received()
+        {
+            relayed_before_the_lie_was_found = digests;
+        }
+        if relay.fetcher.is_complete() && client.fetcher.is_complete() {
+            break;
+        }
+    }
+    assert!(
+        relayed_before_the_lie_was_found > 0,
+        "the client took the liar's digests through the relay"
+    );
+    assert_eq!(relay.dropped(liar), Some(DropReason::BadManifest));
+    assert!(relay.fetcher.is_complete() && client.fetcher.is_complete());
+    assert_eq!(stored(relay_store, data.len()), data);
+    assert_eq!(stored(client_store, data.len()), data);
+    let verified_from = |filler: &Filler<'_>| {
+        filler.events.iter().find_map(|e| match e {
+            FetchEvent::ManifestVerified { from, .. } => Some(*from),
+            _ => None,
+        })
+    };
+    assert_eq!(verified_from(&relay), Some(honest));
+    assert_eq!(verified_from(&client), Some(honest));
+    // Nobody was blamed but the liar, and the relay still served its client blocks.
+    assert_eq!(client.dropped(relay_addr), None);
+    assert_eq!(client.dropped(honest), None);
+    assert_eq!(relay.dropped(honest), None);
+    assert!(client.events.iter().any(|e| matches!(
+        e,
+        FetchEvent::BlockVerified { from, .. } if *from == relay_addr
+    )));
+}
