@@ -9,6 +9,7 @@
 //! Node 0 is the seed, holding the whole file; the others start empty and know the seed and a
 //! few random others (or, in client-server mode, only the seed).
 
+pub mod census;
 pub mod node;
 pub mod rng;
 pub mod switch;
@@ -170,7 +171,8 @@ struct Outage {
 }
 
 /// With `FLEET_UTIL` set, a line on stderr every simulated 100 ms: how busy the seed's and
-/// all uplinks were, the blocks the average node holds, and the super-seed's round.
+/// all uplinks were, the blocks the average node holds, the blocks some node other than the
+/// seed holds (how far the seed's first copies have gone), and the super-seed's round.
 #[derive(Default)]
 struct Utilization {
     next: Micros,
@@ -197,12 +199,17 @@ impl Utilization {
         let all_sent: u64 = switch.stats.sent_bytes.iter().sum();
         let capacity = config.seed_bps + config.node_bps * config.nodes as u64;
         let held: usize = nodes.iter().skip(1).flatten().map(Node::held_count).sum();
+        let blocks = Geometry::new(config.file_size).block_count();
+        let anywhere = (0..blocks)
+            .filter_map(|block| u16::try_from(block).ok())
+            .filter(|&block| nodes.iter().skip(1).flatten().any(|node| node.holds(block)))
+            .count();
         let served = nodes
             .first()
             .and_then(Option::as_ref)
             .map_or(0, Node::served_count);
         eprintln!(
-            "{:>6.2} s  seed uplink {:>5.1} %  all uplinks {:>5.1} %  blocks a node {:>6.1}  complete {done}  super-seed round {served}",
+            "{:>6.2} s  seed uplink {:>5.1} %  all uplinks {:>5.1} %  blocks a node {:>6.1}  held anywhere {anywhere:>5}  complete {done}  super-seed round {served}",
             now as f64 / 1e6,
             (seed_sent - self.seed_sent) as f64 * 8.0 / (config.seed_bps as f64 * seconds) * 100.0,
             (all_sent - self.all_sent) as f64 * 8.0 / (capacity as f64 * seconds) * 100.0,
@@ -301,6 +308,9 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
     let mut now: Micros = 0;
     let mut next_progress = 1_000_000;
     let mut utilization = std::env::var_os("FLEET_UTIL").map(|_| Utilization::default());
+    if std::env::var_os("FLEET_WIRE").is_some() {
+        switch.census = Some(census::WireCensus::default());
+    }
     loop {
         for to in switch.advance(now) {
             while let Some(frame) = switch.receive(to) {
@@ -415,6 +425,9 @@ pub fn run(config: &FleetConfig, progress: &mut dyn FnMut(f64, usize)) -> Report
         .filter(|&i| nodes[i].as_ref().is_some_and(Node::is_complete))
         .count();
     let last = completion.iter().flatten().copied().fold(0.0, f64::max);
+    if let Some(census) = &switch.census {
+        eprint!("{}", census.report());
+    }
     Report {
         nodes: config.nodes,
         seed: config.seed,

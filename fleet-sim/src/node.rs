@@ -243,6 +243,11 @@ impl Node {
         self.store.verified_count() as usize
     }
 
+    /// Whether this node holds `block`, verified.
+    pub fn holds(&self, block: u16) -> bool {
+        p2p_core::BlockRange::new(block, block).is_some_and(|range| self.store.holds(range))
+    }
+
     pub fn is_complete(&self) -> bool {
         self.store.is_complete()
     }

@@ -3,6 +3,7 @@
 //! latency; frames may be lost at random. Everything is on the fleet's virtual clock and every
 //! random choice comes from one seed, so the same inputs give the same deliveries.
 
+use crate::census::WireCensus;
 use crate::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -73,6 +74,8 @@ pub struct Switch {
     /// Frames delivered to each node, not yet taken by it.
     inbox: Vec<VecDeque<Vec<u8>>>,
     pub stats: SwitchStats,
+    /// What the uplinks carried, by kind of frame, when asked for (`FLEET_WIRE`).
+    pub census: Option<WireCensus>,
 }
 
 /// Serialization time of `len` bytes (plus Ethernet's 20 bytes of preamble and gap) at `bps`.
@@ -96,6 +99,7 @@ impl Switch {
                 sent_bytes: vec![0; ports],
                 ..SwitchStats::default()
             },
+            census: None,
         }
     }
 
@@ -116,6 +120,9 @@ impl Switch {
         let done = free + wire_time(frame.len(), link.up_bps);
         self.up_free[from] = done;
         self.stats.sent_bytes[from] += frame.len() as u64;
+        if let Some(census) = self.census.as_mut() {
+            census.count(&frame);
+        }
         if frame.get(..6) == Some(&[0xFF; 6]) {
             self.stats.broadcasts += 1;
         }
