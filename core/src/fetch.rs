@@ -31,6 +31,9 @@ use embedded_storage::nor_flash::NorFlash;
 
 /// Requests a connection may have outstanding (pipelined).
 pub const PIPELINE: usize = 8;
+/// Probes a silent connection sends (see [`FetchConfig::probe_after`]): smoltcp resends
+/// after three duplicate ACKs without payload.
+pub const PROBES: u8 = 3;
 /// Digests asked for in one Digest Request: 4 KiB of response.
 const MANIFEST_PART: u32 = 128;
 /// How many candidate blocks the rarest-first choice looks at before taking the rarest seen.
@@ -85,6 +88,16 @@ pub struct FetchConfig {
     /// 256 simulated nodes, a quarter of a 200 ms lag gave up on connections that were merely
     /// slow (2.5x -> 3.9x t_min), and so did 25 ms with a 50 ms lag (2.3x -> 3.7x).
     pub open_lag: Duration,
+    /// A connection awaiting data that receives nothing for this long sends [`PROBES`] File
+    /// Size Requests, a millisecond apart, whose answers nobody waits for. If a request of
+    /// this connection was lost, they reach the peer after the hole, it acknowledges each
+    /// again, and those three duplicate ACKs make smoltcp here resend the request at once
+    /// instead of after its 1 s minimum retransmission timeout. (They do not rescue the lost
+    /// tail of an answer: each probe carries data, which resets the peer's count of this
+    /// end's duplicate ACKs; the block lag covers that.) Half the block lag: the resent
+    /// request is answered before the lag gives the connection's blocks away. `None`: no
+    /// probes.
+    pub probe_after: Option<Duration>,
     /// Most blocks asked for in one Block Request, and the size of the aligned pieces the
     /// block choice takes whole (so that requests can ask for that many at once).
     pub max_run: u16,
@@ -108,6 +121,7 @@ impl Default for FetchConfig {
             review_every: Duration::from_millis(5000),
             block_lag: Duration::from_millis(500),
             open_lag: Duration::from_millis(250),
+            probe_after: Some(Duration::from_millis(250)),
             max_run: 4,
             requests: 4,
             own_addr: None,
@@ -249,6 +263,9 @@ struct Conn<const K: usize> {
     lagging: bool,
     /// Closed to make way for a waiting peer: not the peer's failure.
     made_way: bool,
+    /// Probes sent since anything last arrived, and when the last one was.
+    probes: u8,
+    probed_at: Instant,
 }
 
 impl<const K: usize> Conn<K> {
@@ -268,6 +285,8 @@ impl<const K: usize> Conn<K> {
             verified: 0,
             lagging: false,
             made_way: false,
+            probes: 0,
+            probed_at: now,
         }
     }
 
@@ -321,6 +340,21 @@ impl<const K: usize> Conn<K> {
             } else {
                 self.since + lag
             }
+        })
+    }
+
+    /// When this connection sends its next probe: `None` unless it awaits data (as for the
+    /// block lag) and has probes left.
+    fn probe_due(&self, probe_after: Option<Duration>) -> Option<Instant> {
+        let after = probe_after?;
+        if self.probes >= PROBES || self.lag_deadline(after).is_none() {
+            return None;
+        }
+        let first = self.since + after;
+        Some(if self.probes == 0 {
+            first
+        } else {
+            first.max(self.probed_at + Duration::from_millis(1))
         })
     }
 
@@ -630,6 +664,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             if consumed > 0 {
                 conn.since = now;
                 conn.lagging = false;
+                conn.probes = 0;
             }
             // Block data is the last `len` bytes of what the step consumed.
             let data = match seen {
@@ -840,6 +875,8 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
                     .then(|| conn.since + self.config.open_lag)
                     .and_then(ahead);
                 let stall = opening.map_or(stall, |at| stall.min(at));
+                let probe = conn.probe_due(self.config.probe_after).and_then(ahead);
+                let stall = probe.map_or(stall, |at| stall.min(at));
                 let listing = conn.asked.iter().any(|a| *a == Asked::BlockList);
                 match (conn.open && conn.has_room() && !listing)
                     .then(|| conn.list_due(self.config.refresh))
@@ -914,6 +951,7 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
             _ => None,
         };
         let refresh = self.config.refresh;
+        let probe_after = self.config.probe_after;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -961,6 +999,11 @@ impl<const P: usize, const C: usize, const B: usize, const K: usize> Fetcher<P, 
         if !list_outstanding && now >= conn.list_due(refresh) && !conn.close && conn.has_room() {
             conn.ask(Request::BlockList, Asked::BlockList);
             conn.listed_at = now;
+        }
+        let probe = conn.probe_due(probe_after).is_some_and(|at| now >= at);
+        if probe && !conn.close && conn.has_room() && conn.ask(Request::FileSize, Asked::Info) {
+            conn.probes += 1;
+            conn.probed_at = now;
         }
     }
 

@@ -230,3 +230,181 @@ fn exchange<
         let _ = socket.send(|space| (fetcher.transmit(slot, space, time, store), ()));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    //! A fetcher and a server on one smoltcp interface, over a loopback device that loses the
+    //! frames a test picks: the TCP the boards run, without a network.
+    extern crate std;
+    use super::*;
+    use crate::driver::Server;
+    use crate::fetch::FetchConfig;
+    use crate::manifest::{Digest, manifest_digest};
+    use crate::ram_flash::RamFlash;
+    use crate::server::ServerConfig;
+    use crate::store::SliceStore;
+    use crate::time::Duration;
+    use crate::{DEFAULT_PORT, PeerAddr};
+    use smoltcp::iface::{Config, SocketStorage};
+    use smoltcp::phy::{self, DeviceCapabilities, Loopback, Medium};
+    use smoltcp::wire::{EthernetAddress, EthernetFrame, IpCidr, Ipv4Packet, TcpPacket};
+    use std::vec::Vec;
+
+    /// The segments a test loses, by source port and payload.
+    type Pick = fn(u16, &[u8]) -> bool;
+
+    /// smoltcp's loopback, losing the first segment `lose` picks.
+    struct Lossy {
+        inner: Loopback,
+        lose: Pick,
+        lost: bool,
+    }
+
+    struct LossyTx<'a> {
+        inner: <Loopback as Device>::TxToken<'a>,
+        lose: Pick,
+        lost: &'a mut bool,
+    }
+
+    impl phy::TxToken for LossyTx<'_> {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+            let mut frame = std::vec![0u8; len];
+            let result = f(&mut frame);
+            let lose = !*self.lost
+                && segment(&frame).is_some_and(|(port, payload)| (self.lose)(port, payload));
+            *self.lost |= lose;
+            if !lose {
+                self.inner.consume(len, |buf| buf.copy_from_slice(&frame));
+            }
+            result
+        }
+    }
+
+    impl Device for Lossy {
+        type RxToken<'a> = <Loopback as Device>::RxToken<'a>;
+        type TxToken<'a> = LossyTx<'a>;
+
+        fn receive(&mut self, now: NetInstant) -> Option<(Self::RxToken<'_>, LossyTx<'_>)> {
+            let (rx, tx) = self.inner.receive(now)?;
+            Some((
+                rx,
+                LossyTx {
+                    inner: tx,
+                    lose: self.lose,
+                    lost: &mut self.lost,
+                },
+            ))
+        }
+
+        fn transmit(&mut self, now: NetInstant) -> Option<LossyTx<'_>> {
+            Some(LossyTx {
+                inner: self.inner.transmit(now)?,
+                lose: self.lose,
+                lost: &mut self.lost,
+            })
+        }
+
+        fn capabilities(&self) -> DeviceCapabilities {
+            let mut caps = self.inner.capabilities();
+            caps.max_transmission_unit = 1514;
+            caps
+        }
+    }
+
+    /// A TCP segment's source port and payload, if `frame` holds one.
+    fn segment(frame: &[u8]) -> Option<(u16, &[u8])> {
+        let ethernet = EthernetFrame::new_checked(frame).ok()?;
+        let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
+        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+        Some((tcp.src_port(), tcp.payload()))
+    }
+
+    /// A Block Request (type 0x04, 5 bytes), with no request after it to draw duplicate ACKs.
+    fn a_block_request(port: u16, payload: &[u8]) -> bool {
+        port != DEFAULT_PORT && payload.first() == Some(&0x04)
+    }
+
+    /// Fetches a 128-block file from a server on the same interface, one Block Request of 8
+    /// blocks at a time, losing the first segment `lost` picks (by source port and payload);
+    /// returns the milliseconds until the file is complete.
+    fn fill_losing(lost: Pick, probe_after: Option<Duration>) -> u64 {
+        let data: Vec<u8> = (0..128 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let digests: Vec<Digest> = data.chunks(1024).map(Digest::of).collect();
+        let served = SliceStore::<1>::new(&data)
+            .unwrap()
+            .with_digests(&digests)
+            .unwrap();
+        let mut flash = std::vec![0u8; 256 * 1024];
+        let store = FlashStore::<_, 16>::open(
+            RamFlash::new(&mut flash),
+            manifest_digest(data.len() as u32, &digests),
+        )
+        .unwrap();
+
+        let mut device = Lossy {
+            inner: Loopback::new(Medium::Ethernet),
+            lose: lost,
+            lost: false,
+        };
+        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+        let mut now = NetInstant::from_millis(0);
+        let mut iface = Interface::new(config, &mut device, now);
+        iface.update_ip_addrs(|addrs| {
+            addrs
+                .push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
+                .unwrap();
+        });
+        let mut storage: [SocketStorage; 4] = Default::default();
+        let mut sockets = SocketSet::new(&mut storage[..]);
+        let buffers = |rx: usize, tx: usize| SocketBuffers {
+            rx: std::vec![0u8; rx].leak(),
+            tx: std::vec![0u8; tx].leak(),
+        };
+        let mut server = Server::<3>::new(
+            ServerConfig::new(&served, &[]),
+            DEFAULT_PORT,
+            &mut sockets,
+            [(); 3].map(|()| buffers(256, 16 * 1024)),
+        );
+        let mut driver = FetchDriver::<1>::new(&mut sockets, [buffers(16 * 1024, 512)], 0);
+        let config = FetchConfig {
+            probe_after,
+            max_run: 8,
+            requests: 1,
+            ..FetchConfig::default()
+        };
+        let peer = PeerAddr::new([127, 0, 0, 1], DEFAULT_PORT);
+        let mut fetcher = Fetcher::<2, 1, 16, 1024>::new(config, &[peer], protocol_time(now));
+        for ms in 0..5_000 {
+            iface.poll(now, &mut device, &mut sockets);
+            driver.poll(
+                now,
+                &mut iface,
+                &mut device,
+                &mut sockets,
+                &mut fetcher,
+                &store,
+                &mut |_| {},
+            );
+            server.poll(now, &mut sockets, &mut |_| {});
+            iface.poll(now, &mut device, &mut sockets);
+            if store.is_complete() {
+                return ms;
+            }
+            now += smoltcp::time::Duration::from_millis(1);
+        }
+        panic!("not complete after 5 s");
+    }
+
+    #[test]
+    fn probes_draw_the_resend_of_a_lost_request_before_the_retransmission_timeout() {
+        // Without probes the request waits out smoltcp's 1 s minimum retransmission timeout.
+        let waited = fill_losing(a_block_request, None);
+        assert!(waited >= 1_000, "{waited} ms");
+        // The three File Size Requests reach the server after the hole: it acknowledges each
+        // again, and the fetcher's end resends the request.
+        let probed = fill_losing(a_block_request, Some(Duration::from_millis(25)));
+        assert!(probed < 100, "{probed} ms");
+    }
+}

@@ -122,6 +122,8 @@ struct Swarm<'a> {
     served: usize,
     /// Every Block Request sent, as (start, end).
     block_requests: Vec<(u16, u16)>,
+    /// When each File Size Request was sent, in ms (one byte, 0x07, sent on its own).
+    file_size_requests: Vec<u64>,
 }
 
 impl<'a> Swarm<'a> {
@@ -133,6 +135,7 @@ impl<'a> Swarm<'a> {
             events: Vec::new(),
             served: 0,
             block_requests: Vec::new(),
+            file_size_requests: Vec::new(),
         }
     }
 
@@ -163,6 +166,9 @@ impl<'a> Swarm<'a> {
                 let mut out = [0u8; 512];
                 let len = fetcher.transmit(slot, &mut out, now, store);
                 self.block_requests.extend(block_requests_in(&out[..len]));
+                if out[..len] == [0x07] {
+                    self.file_size_requests.push(self.now);
+                }
                 if !matches!(kind, Kind::Silent | Kind::Unreachable) {
                     let used = session.receive(&out[..len], now, &mut |_| {});
                     assert_eq!(used, len, "the test server keeps up");
@@ -356,6 +362,25 @@ fn a_silent_peer_costs_a_stall_timeout_not_the_download() {
     );
     assert_eq!(got.as_deref(), Some(&data[..]));
     assert!(swarm.now < 1_000, "done at {} ms", swarm.now);
+}
+
+#[test]
+fn a_silent_connection_sends_three_probes_a_millisecond_apart_then_waits() {
+    let data = file(20_000);
+    // Answers its greeting and part of the first Block Response, then nothing: a lost
+    // segment, as the fetcher sees it.
+    let config = FetchConfig {
+        probe_after: Some(Duration::from_millis(25)),
+        ..patient()
+    };
+    let (_, swarm) = fill_with(config, &data, &[(Kind::StallsAfter(2_000), "0-19")], 400);
+    // The greeting's File Size Request goes out with its other requests, not on its own.
+    let probes = &swarm.file_size_requests;
+    assert_eq!(probes.len(), 3, "{probes:?}");
+    assert_eq!(probes[1], probes[0] + 1);
+    assert_eq!(probes[2], probes[0] + 2);
+    // The peer sent its last bytes in the first milliseconds.
+    assert!((25..40).contains(&probes[0]), "{probes:?}");
 }
 
 /// A stall timeout long enough that only the block lag can explain finishing early.
