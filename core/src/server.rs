@@ -160,6 +160,9 @@ pub enum Ended {
     /// The peer finished sending (or closed or reset the connection) and every answer it
     /// could still take was sent.
     Peer,
+    /// The server closed it, the one it had served longest, for a client it kept turning
+    /// away ([`crate::driver::Server::set_turns`]).
+    Turn,
 }
 
 /// An answer waiting its turn.

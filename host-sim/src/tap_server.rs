@@ -330,6 +330,7 @@ pub fn log_event(event: DriverEvent) {
         ),
         DriverEvent::Closed { slot, ended } => match ended {
             Ended::Peer => log::info!("[{slot}] closed by the peer"),
+            Ended::Turn => log::info!("[{slot}] closed: a turn for a client turned away"),
             // Reset mid-response: a client sees only "connection reset", so say why here.
             Ended::Session(reason @ (CloseReason::Broken | CloseReason::StoreFailed)) => {
                 log::error!("[{slot}] reset: {reason}")

@@ -380,6 +380,7 @@ fn log(event: DriverEvent) {
         DriverEvent::Closed { slot, ended } => {
             match ended {
                 Ended::Peer => defmt::info!("[{}] closed by peer", slot),
+                Ended::Turn => defmt::info!("[{}] closed: a turn for a waiting client", slot),
                 Ended::Session(reason) => defmt::info!("[{}] closed: {}", slot, reason),
             }
             defmt::info!("stack peak {=usize} bytes", stack::peak_use());
