@@ -330,11 +330,7 @@ impl<const K: usize> Conn<K> {
     /// request) on a connection with nothing else asked would otherwise hold it for the
     /// retransmission timeout: one of 64 simulated nodes under 1 % loss sat 0.9 s that way.
     fn lag_deadline(&self, lag: Duration) -> Option<Instant> {
-        let awaits_data = self
-            .asked
-            .iter()
-            .any(|a| matches!(a, Asked::Blocks(_) | Asked::Digests | Asked::BlockList));
-        (self.open && awaits_data).then(|| {
+        self.awaits_data().then(|| {
             if self.lagging {
                 self.since + lag + Duration::from_millis(lag.millis() / 4)
             } else {
@@ -343,11 +339,21 @@ impl<const K: usize> Conn<K> {
         })
     }
 
-    /// When this connection sends its next probe: `None` unless it awaits data (as for the
-    /// block lag) and has probes left.
+    /// Whether it is open with a Block, Digest or Block List Request outstanding: what the
+    /// block lag and the probes watch.
+    fn awaits_data(&self) -> bool {
+        self.open
+            && self
+                .asked
+                .iter()
+                .any(|a| matches!(a, Asked::Blocks(_) | Asked::Digests | Asked::BlockList))
+    }
+
+    /// When this connection sends its next probe: `None` unless it awaits data and has
+    /// probes left.
     fn probe_due(&self, probe_after: Option<Duration>) -> Option<Instant> {
         let after = probe_after?;
-        if self.probes >= PROBES || self.lag_deadline(after).is_none() {
+        if self.probes >= PROBES || !self.awaits_data() {
             return None;
         }
         let first = self.since + after;

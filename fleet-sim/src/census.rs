@@ -3,6 +3,7 @@
 //! file data costs time: this is the table that shows where the wire goes (Ethernet, IP and
 //! TCP headers, ACKs, requests, connection set-up) without a packet capture.
 
+use crate::switch::wire_bytes;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
 
 /// What a frame is, from its headers alone.
@@ -79,7 +80,7 @@ pub fn classify(frame: &[u8]) -> (FrameKind, usize) {
 #[derive(Debug, Default, Clone)]
 pub struct WireCensus {
     frames: [u64; 5],
-    /// On the wire: the frame plus the 20 bytes of preamble and gap the switch counts.
+    /// On the wire, as the switch counts them ([`wire_bytes`]).
     bytes: [u64; 5],
     data_payload: u64,
 }
@@ -91,7 +92,7 @@ impl WireCensus {
         if let (Some(frames), Some(bytes)) = (self.frames.get_mut(index), self.bytes.get_mut(index))
         {
             *frames += 1;
-            *bytes += frame.len() as u64 + 20;
+            *bytes += wire_bytes(frame.len());
         }
         if kind == FrameKind::Data {
             self.data_payload += payload as u64;

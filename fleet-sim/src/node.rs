@@ -304,7 +304,7 @@ impl Node {
                 let mut server = Server::new(config, DEFAULT_PORT, &mut self.sockets, buffers);
                 // A node that comes back while every peer serves four clients would wait
                 // until some client leaves (churn seeds 1 to 4: 2.55x, 2.64x, 2.57x, 2.66x
-                // t_min without turns; 2.36x, 2.27x, 2.04x, 2.41x with them, no change
+                // t_min without turns; 2.36x, 2.38x, 2.04x, 2.43x with them, no change
                 // without churn).
                 server.set_turns(Some(Duration::from_millis(250)));
                 like_the_boards(&mut self.sockets, server.handles());

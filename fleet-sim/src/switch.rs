@@ -78,9 +78,15 @@ pub struct Switch {
     pub census: Option<WireCensus>,
 }
 
-/// Serialization time of `len` bytes (plus Ethernet's 20 bytes of preamble and gap) at `bps`.
+/// What a frame of `len` bytes takes on the wire: Ethernet's 8 bytes of preamble and 12 of
+/// inter-frame gap besides the frame.
+pub fn wire_bytes(len: usize) -> u64 {
+    len as u64 + 20
+}
+
+/// Serialization time of a `len`-byte frame at `bps`.
 fn wire_time(len: usize, bps: u64) -> Micros {
-    ((len as u64 + 20) * 8 * 1_000_000).div_ceil(bps.max(1))
+    (wire_bytes(len) * 8 * 1_000_000).div_ceil(bps.max(1))
 }
 
 impl Switch {
